@@ -1,0 +1,25 @@
+"""Congestion control algorithms behind one small interface (``base.CongestionControl``).
+
+The connection owns loss detection and recovery bookkeeping (duplicate ACKs,
+the recovery point, SACK); an algorithm only decides cwnd and ssthresh.
+"""
+
+from __future__ import annotations
+
+from .base import CongestionControl
+from .newreno import NewReno
+
+
+def create(name: str, mss: int, init_cwnd_segments: int, now: int) -> CongestionControl:
+    if name in ("newreno", "reno"):
+        return NewReno(mss, init_cwnd_segments, now)
+    if name == "cubic":
+        try:
+            from .cubic import Cubic
+        except ImportError:  # pragma: no cover - cubic lands with the data-path work
+            return NewReno(mss, init_cwnd_segments, now)
+        return Cubic(mss, init_cwnd_segments, now)
+    raise ValueError(f"unknown congestion control {name!r}; choose newreno or cubic")
+
+
+__all__ = ["CongestionControl", "NewReno", "create"]

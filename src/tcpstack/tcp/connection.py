@@ -1,0 +1,1236 @@
+"""The transmission control block and RFC 9293 §3.10 event processing.
+
+A ``Connection`` is one TCB.  It is driven by three kinds of call, all of
+which carry the current time ``now`` (microseconds) and none of which block:
+
+* user calls (§3.10.1–3.10.6): ``send``, ``recv``, ``shutdown`` (the RFC's
+  CLOSE: no more data from us, we keep receiving), ``close`` (release the
+  socket, like close(2)), ``abort``;
+* ``on_segment`` (§3.10.7), called by the stack after demultiplexing;
+* ``on_timer`` (§3.10.8), called by the stack when ``timer_at`` is due.
+
+Segments leave through ``Stack._output``; state changes only through
+``set_state``, which checks them against ``state.TRANSITIONS`` and emits
+the trace event.  The order of checks in ``on_segment`` follows §3.10.7.4
+(sequence number, RST, security, SYN, ACK, URG, text, FIN) and each step
+cites it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..wire.tcp import ACK, FIN, OPT_SACK, OPT_TS, PSH, RST, SYN, URG, Opt, Segment
+from . import events as ev
+from . import seq
+from .congestion import create as create_cc
+from .recvbuf import RecvBuffer
+from .rto import RtoEstimator
+from .sendbuf import SendBuffer
+from .state import CAN_RECEIVE, CAN_SEND, LEGAL, SYNCHRONIZED, State
+
+if TYPE_CHECKING:
+    from .stack import Stack
+
+S = State
+NOP = Opt(1, None)
+MAX_WSCALE = 14  # RFC 7323 §2.3: a shift above 14 is treated as 14
+TS_WRAP = 1 << 32
+PAWS_24DAYS_MS = 24 * 24 * 3600 * 1000  # RFC 7323 §5.5: ts_recent older than this is invalid
+QUICKACK_SEGMENTS = 16  # Linux: ACK every segment while in quick-ACK mode at connection start
+MAX_ORPHAN_RETRIES = 8  # Linux: tcp_orphan_retries=0 means 8
+# States in which segments carrying data or FIN may be (re)sent.
+PUSH_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
+# §3.10.5 ABORT: these states send a RST (CLOSING, LAST-ACK, TIME-WAIT just go away).
+NEED_RESET = frozenset({S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT})
+
+
+def syn_options(mss: int, ts_val: int | None, ts_ecr: int, sack: bool, wscale: int | None) -> tuple[Opt, ...]:
+    """SYN / SYN-ACK options in Linux's byte layout, so packetdrill scripts written
+    against Linux match: mss, [sackOK,TS | nop,nop,TS | nop,nop,sackOK], [nop,wscale]."""
+    opts: list[Opt] = [Opt(2, mss)]
+    if ts_val is not None:
+        if sack:
+            opts += [Opt(4, None), Opt(OPT_TS, (ts_val, ts_ecr))]
+        else:
+            opts += [NOP, NOP, Opt(OPT_TS, (ts_val, ts_ecr))]
+    elif sack:
+        opts += [NOP, NOP, Opt(4, None)]
+    if wscale is not None:
+        opts += [NOP, Opt(3, wscale)]
+    return tuple(opts)
+
+
+class Connection:
+    """One TCB.  Attribute names are those of RFC 9293 §3.3.1."""
+
+    __slots__ = (
+        "stack", "config", "conn_id", "local_addr", "local_port", "remote_addr", "remote_port",
+        "key", "state", "passive", "history",
+        # send sequence variables (§3.3.1)
+        "iss", "snd_una", "snd_nxt", "snd_wnd", "snd_up", "snd_wl1", "snd_wl2", "max_snd_wnd",
+        "snd_mss", "snd_wscale", "rtx_nxt", "recover", "dupacks", "in_recovery",
+        # receive sequence variables
+        "irs", "rcv_nxt", "rcv_wnd", "rcv_up", "rcv_adv", "rcv_mss", "rcv_wscale",
+        "last_ack_sent", "ack_pending", "quickack", "delack_segs", "rcv_fin_seq",
+        # options
+        "ws_ok", "ts_ok", "sack_ok", "ts_recent", "ts_recent_at", "ts_offset",
+        # buffers and user side
+        "sendbuf", "recvbuf", "fin_queued", "fin_seq", "user_closed", "shut_rd", "eof",
+        "error", "waker", "nodelay", "keepalive", "user_timeout_ms", "linger",
+        # timers (absolute µs, None = off)
+        "rtx_at", "persist_at", "delack_at", "keepalive_at", "fin2_at", "timer_at",
+        "persist_backoff", "keepalive_probes", "retries", "first_rtx_at",
+        # estimators and congestion control
+        "rtt", "rtt_seq", "rtt_time", "cc", "last_send_at",
+        # statistics (tcp_info)
+        "total_retrans", "bytes_acked", "bytes_received", "segs_out", "segs_in",
+        "data_segs_out", "data_segs_in", "created_at",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        stack: Stack,
+        conn_id: int,
+        local: tuple[str, int],
+        remote: tuple[str, int],
+        now: int,
+    ) -> None:
+        cfg = stack.config
+        self.stack = stack
+        self.config = cfg
+        self.conn_id = conn_id
+        self.local_addr, self.local_port = local
+        self.remote_addr, self.remote_port = remote
+        self.key = (self.local_addr, self.local_port, self.remote_addr, self.remote_port)
+        self.state = S.CLOSED
+        self.passive = False
+        self.history: list[State] = [S.CLOSED]
+
+        self.iss = self.snd_una = self.snd_nxt = self.rtx_nxt = 0
+        self.snd_wnd = self.snd_up = self.snd_wl1 = self.snd_wl2 = self.max_snd_wnd = 0
+        mtu_mss = stack.mss_for(self.remote_addr)
+        self.snd_mss = min(mtu_mss, 536)  # RFC 9293 §3.7.1: 536 until the peer says otherwise
+        self.rcv_mss = mtu_mss
+        self.snd_wscale = self.rcv_wscale = 0
+        self.recover = 0
+        self.dupacks = 0
+        self.in_recovery = False
+
+        self.irs = self.rcv_nxt = self.rcv_up = self.rcv_adv = self.last_ack_sent = 0
+        self.rcv_wnd = 0
+        self.ack_pending = False
+        self.quickack = QUICKACK_SEGMENTS
+        self.delack_segs = 0
+        self.rcv_fin_seq: int | None = None
+
+        self.ws_ok = self.ts_ok = self.sack_ok = False
+        self.ts_recent = 0
+        self.ts_recent_at = 0
+        self.ts_offset = stack.ts_offset_for(self.key)
+
+        self.sendbuf = SendBuffer(cfg.tcp_wmem[2])
+        self.recvbuf = RecvBuffer(cfg.tcp_rmem[1])
+        self.fin_queued = False
+        self.fin_seq = 0
+        self.user_closed = False
+        self.shut_rd = False
+        self.eof = False
+        self.error: OSError | None = None
+        self.waker: Callable[[Connection], None] | None = None
+        self.nodelay = False
+        self.keepalive = False
+        self.user_timeout_ms = 0
+        self.linger: int | None = None
+
+        self.rtx_at: int | None = None
+        self.persist_at: int | None = None
+        self.delack_at: int | None = None
+        self.keepalive_at: int | None = None
+        self.fin2_at: int | None = None
+        self.timer_at: int | None = None  # owned by the stack's timer queue
+        self.persist_backoff = 0
+        self.keepalive_probes = 0
+        self.retries = 0
+        self.first_rtx_at: int | None = None
+
+        self.rtt = RtoEstimator(
+            cfg.tcp_rto_initial_ms * 1000, cfg.tcp_rto_min_us, cfg.tcp_rto_max_ms * 1000
+        )
+        self.rtt_seq: int | None = None
+        self.rtt_time = 0
+        self.cc = create_cc(cfg.tcp_congestion_control, self.snd_mss, cfg.tcp_init_cwnd, now)
+        self.last_send_at = now
+
+        self.total_retrans = self.bytes_acked = self.bytes_received = 0
+        self.segs_out = self.segs_in = self.data_segs_out = self.data_segs_in = 0
+        self.created_at = now
+
+    def __repr__(self) -> str:
+        return (
+            f"<Connection #{self.conn_id} {self.local_addr}:{self.local_port} -> "
+            f"{self.remote_addr}:{self.remote_port} {self.state.value}>"
+        )
+
+    # ==========================================================================
+    # State changes: the only place state is assigned.
+    # ==========================================================================
+    def set_state(self, new: State, now: int, cause: str = "") -> None:
+        old = self.state
+        if old is new:
+            return
+        if (old, new) not in LEGAL:
+            raise AssertionError(f"illegal transition {old.value} -> {new.value} ({cause})")
+        self.state = new
+        self.history.append(new)
+        self.stack._state_changed(self, old, new, now, cause)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waker is not None:
+            self.waker(self)
+
+    def _fail(self, err: OSError, now: int) -> None:
+        """Report an error to the user and move to CLOSED (§3.10.7.4 'connection reset')."""
+        if self.error is None:
+            self.error = err
+        self.stack._emit(now, self, ev.ERROR, err)
+        self._to_closed(now, str(err))
+
+    def _to_closed(self, now: int, cause: str) -> None:
+        self.rtx_at = self.persist_at = self.delack_at = self.keepalive_at = self.fin2_at = None
+        self.sendbuf = SendBuffer(0)
+        if self.state is not S.CLOSED:
+            self.set_state(S.CLOSED, now, cause)
+
+    # ==========================================================================
+    # Opening (§3.10.1)
+    # ==========================================================================
+    def open_active(self, iss: int, now: int) -> None:
+        """Active OPEN: select ISS, send SYN, enter SYN-SENT."""
+        self.iss = iss
+        self.snd_una = iss
+        self.snd_nxt = seq.add(iss, 1)
+        self.rtx_nxt = self.snd_nxt
+        self.recover = iss
+        self.rcv_wscale = self.stack.rcv_wscale() if self.config.tcp_window_scaling else 0
+        self.set_state(S.SYN_SENT, now, "active OPEN")
+        self._send_syn(now, ack=False)
+        self.rtt_seq, self.rtt_time = iss, now
+        self._arm_rtx(now)
+
+    def _syn_options(self, ack: bool, now: int) -> tuple[Opt, ...]:
+        """SYN / SYN-ACK options.  A SYN offers what the tunables allow; a SYN-ACK
+        answers with what was agreed (``_negotiate``)."""
+        cfg = self.config
+        if ack:
+            ts, sack, ws = self.ts_ok, self.sack_ok, self.ws_ok
+        else:
+            ts, sack, ws = bool(cfg.tcp_timestamps), bool(cfg.tcp_sack), bool(cfg.tcp_window_scaling)
+        return syn_options(self.rcv_mss, self._ts_val(now) if ts else None,
+                           self.ts_recent if ack else 0, sack, self.rcv_wscale if ws else None)
+
+    def _send_syn(self, now: int, ack: bool) -> None:
+        flags = SYN | ACK if ack else SYN
+        # RFC 7323 §2.2: the window field of a SYN is never scaled.
+        wnd = min(self.recvbuf.free, 0xFFFF)
+        self.rcv_adv = seq.add(self.rcv_nxt, wnd) if ack else 0
+        seg = Segment(
+            self.local_port, self.remote_port, self.iss, self.rcv_nxt if ack else 0,
+            flags, wnd, 0, self._syn_options(ack, now), b"",
+        )
+        if ack:
+            self.last_ack_sent = self.rcv_nxt
+            self.ack_pending = False
+        self.stack._output(self, seg, now)
+
+    def accept_syn(self, syn: Segment, iss: int, now: int, from_listener: bool) -> None:
+        """Record a peer's SYN (§3.10.7.2 LISTEN / §3.10.7.3 SYN-SENT, fourth)."""
+        self.irs = syn.seq
+        self.rcv_nxt = seq.add(syn.seq, 1)
+        # The peer may send up to the window our SYN (or SYN-ACK) advertised.
+        self.rcv_adv = seq.add(self.rcv_nxt, min(self.recvbuf.free, 0xFFFF))
+        self._negotiate(syn)
+        if from_listener:
+            self.iss = iss
+            self.snd_una = iss
+            self.snd_nxt = seq.add(iss, 1)
+            self.rtx_nxt = self.snd_nxt
+            self.recover = iss
+            self.passive = True
+        # SND.WND <- SEG.WND (unscaled in a SYN), SND.WL1 <- SEG.SEQ (§3.10.7.3)
+        self.snd_wnd = syn.window
+        self.max_snd_wnd = syn.window
+        self.snd_wl1 = syn.seq
+        self.snd_wl2 = syn.ack
+
+    def _negotiate(self, syn: Segment) -> None:
+        """Options are agreed only on SYN / SYN-ACK (RFC 7323 §1.3, RFC 2018 §2)."""
+        cfg = self.config
+        mss = syn.mss
+        if mss is None:
+            mss = 536  # RFC 9293 §3.7.1 (MUST-15): default send MSS 536 (IPv4)
+        mss = max(mss, cfg.tcp_min_snd_mss)  # Linux clamps tiny MSS (CVE-2019-11479)
+        self.snd_mss = min(mss, self.stack.mss_for(self.remote_addr))
+        ws = syn.wscale
+        if cfg.tcp_window_scaling and ws is not None:
+            self.ws_ok = True
+            self.snd_wscale = min(ws, MAX_WSCALE)
+            self.rcv_wscale = self.stack.rcv_wscale()
+        else:
+            self.ws_ok = False
+            self.snd_wscale = self.rcv_wscale = 0
+        ts = syn.ts
+        if cfg.tcp_timestamps and ts is not None:
+            self.ts_ok = True
+            self.ts_recent = ts[0]
+        else:
+            self.ts_ok = False
+        self.sack_ok = bool(cfg.tcp_sack and syn.sack_permitted)
+        self.cc.set_mss(self.snd_mss, cfg.tcp_init_cwnd)
+
+    # ==========================================================================
+    # User calls (§3.10.2–3.10.6)
+    # ==========================================================================
+    def send(self, data: bytes | bytearray | memoryview, now: int) -> int:
+        """SEND (§3.10.2): queue data; returns how many bytes fit in the send buffer."""
+        if self.error is not None:
+            raise self._user_error()
+        st = self.state
+        if self.fin_queued or st not in CAN_SEND and st not in (S.SYN_SENT, S.SYN_RECEIVED):
+            if st is S.CLOSED:
+                raise OSError(107, "connection is not open (ENOTCONN): connect() first")
+            raise BrokenPipeError(32, "cannot send after shutdown(SHUT_WR) or close (EPIPE)")
+        n = self.sendbuf.write(data)
+        if n and st in CAN_SEND:
+            self._push(now)
+            self._rearm()
+        return n
+
+    def recv(self, max_bytes: int, now: int) -> bytes | None:
+        """RECEIVE (§3.10.3): up to max_bytes in order; b"" at end of stream;
+        None if nothing is available yet."""
+        if max_bytes <= 0:
+            raise ValueError("recv size must be positive")
+        rb = self.recvbuf
+        if rb.ready:
+            before = self._window_now()
+            data = rb.read(max_bytes)
+            self._maybe_window_update(before, now)
+            self._rearm()
+            return data
+        if self.error is not None:
+            raise self._user_error()
+        if self.eof or self.shut_rd or self.state is S.CLOSED:
+            return b""
+        return None
+
+    def shutdown(self, now: int) -> None:
+        """The RFC's CLOSE (§3.10.4): no more data from us; a FIN follows the
+        queued data.  Receiving continues (half-close)."""
+        st = self.state
+        if st in (S.CLOSED, S.LISTEN):
+            raise OSError(107, "connection is not open (ENOTCONN)")
+        if self.fin_queued:
+            return
+        if st is S.SYN_SENT:
+            # §3.10.4 SYN-SENT: delete the TCB; pending SENDs get "closing".
+            self._to_closed(now, "CLOSE in SYN-SENT")
+            return
+        self.fin_queued = True
+        self.fin_seq = seq.add(self.snd_una, len(self.sendbuf) + (1 if st is S.SYN_RECEIVED else 0))
+        if st is S.SYN_RECEIVED:
+            # §3.10.4: queue the FIN until ESTABLISHED... Linux sends it once the
+            # handshake completes; we do the same (the FIN is sent by _push).
+            return
+        if st is S.ESTABLISHED:
+            self.set_state(S.FIN_WAIT_1, now, "CLOSE")
+        elif st is S.CLOSE_WAIT:
+            self.set_state(S.LAST_ACK, now, "CLOSE")
+        self._push(now)
+        self._rearm()
+
+    def close(self, now: int) -> None:
+        """Release the connection as close(2) does: shut down both directions.
+        Unread data makes it an abort with RST (RFC 2525 §2.17, Linux's
+        TCPAbortOnClose); SO_LINGER 0 makes it an abort too."""
+        if self.user_closed:
+            return
+        self.user_closed = True
+        self.shut_rd = True
+        self.waker = None
+        st = self.state
+        if st is S.CLOSED or st is S.TIME_WAIT:
+            return
+        if self.recvbuf.ready or self.linger == 0:
+            if self.recvbuf.ready:
+                self.stack.mib.TCPAbortOnClose += 1
+            else:
+                self.stack.mib.TCPAbortOnLinger += 1
+            self.abort(now)
+            return
+        if st is S.SYN_SENT:
+            self._to_closed(now, "CLOSE in SYN-SENT")
+            return
+        self.shutdown(now)
+        if self.state is S.FIN_WAIT_2:
+            self._arm_fin2(now)
+        self._rearm()
+
+    def abort(self, now: int) -> None:
+        """ABORT (§3.10.5): send RST in synchronized states, delete the TCB."""
+        if self.state in NEED_RESET:
+            self._send_rst(self.snd_nxt, now)
+        self.recvbuf.clear()
+        self._to_closed(now, "ABORT")
+
+    def _user_error(self) -> OSError:
+        err = self.error
+        assert err is not None
+        return type(err)(*err.args)
+
+    # -- readiness, for the API layer ------------------------------------------
+    @property
+    def readable(self) -> bool:
+        return bool(self.recvbuf.ready) or self.eof or self.error is not None or self.state is S.CLOSED
+
+    @property
+    def writable(self) -> bool:
+        if self.error is not None or self.fin_queued:
+            return True  # a send will raise at once
+        return self.state in CAN_SEND and self.sendbuf.free > 0
+
+    @property
+    def established(self) -> bool:
+        return self.state not in (S.CLOSED, S.LISTEN, S.SYN_SENT, S.SYN_RECEIVED)
+
+    # ==========================================================================
+    # Segment arrival (§3.10.7)
+    # ==========================================================================
+    def on_segment(self, seg: Segment, now: int) -> None:
+        self.segs_in += 1
+        st = self.state
+        if st is S.SYN_SENT:
+            self._on_segment_syn_sent(seg, now)
+        elif st is S.CLOSED:
+            return  # the stack answers segments for closed connections
+        else:
+            self._on_segment_synchronized(seg, now)
+        if self.state is not S.CLOSED:
+            self._push(now)
+            self._flush_ack(now)
+        self._rearm()
+
+    def _on_segment_syn_sent(self, seg: Segment, now: int) -> None:
+        """§3.10.7.3 SYN-SENT."""
+        flags = seg.flags
+        # First, check the ACK bit.
+        if flags & ACK:
+            # If SEG.ACK =< ISS or SEG.ACK > SND.NXT, send a reset (unless RST) and discard.
+            if seq.le(seg.ack, self.iss) or seq.gt(seg.ack, self.snd_nxt):
+                if not flags & RST:
+                    self._send_rst_for(seg, now)
+                self._drop(seg, now, "SYN-SENT: unacceptable ACK")
+                return
+        # Second, check the RST bit.
+        if flags & RST:
+            if flags & ACK:  # ACK was acceptable: the peer refused us.
+                self._fail(ConnectionRefusedError(111, "Connection refused (the peer answered SYN with RST)"), now)
+            else:
+                self._drop(seg, now, "SYN-SENT: RST without ACK")
+            return
+        # Fourth, check the SYN bit.
+        if not flags & SYN:
+            self._drop(seg, now, "SYN-SENT: neither SYN nor RST")
+            return
+        self.accept_syn(seg, 0, now, from_listener=False)
+        if flags & ACK:
+            self._ack_of_syn(seg, now)
+            # RFC 7323 §4.3: our SYN was timed by its TSval; Karn: only if not retransmitted.
+            self.set_state(S.ESTABLISHED, now, "rcv SYN,ACK")
+            self._established(now)
+            # §3.10.7.3: form an ACK segment and send it; data or controls in
+            # the SYN-ACK are processed from the sixth step on.
+            self.ack_pending = True
+            if seg.payload or flags & (FIN | URG):
+                self._process_text_and_fin(seg, seq.add(seg.seq, 1), now)
+            self._send_ack(now)
+        else:
+            # Simultaneous open: SYN-RECEIVED, send SYN,ACK with our ISS.
+            self.set_state(S.SYN_RECEIVED, now, "rcv SYN (simultaneous open)")
+            self.snd_nxt = seq.add(self.iss, 1)
+            self._send_syn(now, ack=True)
+            self._arm_rtx(now)
+
+    def _ack_of_syn(self, seg: Segment, now: int) -> None:
+        self.snd_una = seg.ack
+        self.snd_wnd = seg.window  # unscaled in a SYN (RFC 7323 §2.2)
+        self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+        self.snd_wl1 = seg.seq
+        self.snd_wl2 = seg.ack
+        if self.retries == 0 and self.rtt_seq is not None:
+            self.rtt.sample(now - self.rtt_time)
+        else:
+            self.rtt.reset_backoff()
+        self.rtt_seq = None
+        self.retries = 0
+        self.first_rtx_at = None
+        self.rtx_at = None
+
+    def _established(self, now: int) -> None:
+        self.rtx_at = None
+        if self.keepalive:
+            self._arm_keepalive(now)
+        if self.fin_queued:
+            # A CLOSE that came in SYN-RECEIVED: now send the FIN (§3.10.4).
+            self.set_state(S.FIN_WAIT_1, now, "CLOSE queued in SYN-RECEIVED")
+
+    def _on_segment_synchronized(self, seg: Segment, now: int) -> None:
+        """§3.10.7.4: SYN-RECEIVED and the synchronized states."""
+        flags = seg.flags
+        seg_len = len(seg.payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        rcv_wnd = self._window_offered()
+
+        # RFC 7323 §5.3 PAWS, before the acceptability test.
+        ts = seg.ts if self.ts_ok else None
+        if ts is not None and not flags & RST and self.ts_recent_valid(now):
+            if seq.lt(ts[0], self.ts_recent):
+                self.stack.mib.PAWSEstab += 1
+                self._drop(seg, now, "PAWS: old timestamp")
+                self._send_ack(now)
+                return
+
+        # First, check the sequence number (the four cases of §3.10.7.4).
+        if not self._acceptable(seg.seq, seg_len, rcv_wnd):
+            if not flags & RST:
+                # "If an incoming segment is not acceptable, an acknowledgment should be sent"
+                self._drop(seg, now, "sequence number outside the window")
+                self._send_ack(now)
+            else:
+                self._drop(seg, now, "RST outside the window")
+            return
+
+        # Second, check the RST bit (RFC 5961 §3.2: exact match resets, in-window challenges).
+        if flags & RST:
+            if seg.seq == self.rcv_nxt:
+                self._on_rst(now)
+            else:
+                self._challenge_ack(now, "in-window RST")
+            return
+
+        # Third (security) does not apply: no IP security compartments here.
+
+        # Fourth, check the SYN bit (RFC 5961 §4.2: challenge ACK in synchronized states).
+        if flags & SYN:
+            if self.state is S.SYN_RECEIVED and self.passive:
+                # §3.10.7.4: a passive open returns to LISTEN: the listener still exists
+                # in our design, so the TCB simply goes away.
+                self._drop(seg, now, "SYN in SYN-RECEIVED (passive)")
+                self._to_closed(now, "SYN in SYN-RECEIVED")
+                return
+            self.stack.mib.TCPSYNChallenge += 1
+            self._challenge_ack(now, "SYN in synchronized state")
+            return
+
+        # Fifth, check the ACK field.
+        if not flags & ACK:
+            self._drop(seg, now, "no ACK bit")
+            return
+        if not self._process_ack(seg, now):
+            return
+        if self.state is S.CLOSED:
+            return
+
+        # RFC 7323 §4.3 (3): update TS.Recent if the segment covers Last.ACK.sent.
+        if ts is not None and seq.le(seg.seq, self.last_ack_sent):
+            if seq.ge(ts[0], self.ts_recent):
+                self.ts_recent = ts[0]
+                self.ts_recent_at = now
+
+        # Sixth (URG), seventh (text), eighth (FIN).
+        if seg.payload or flags & (FIN | URG):
+            self._process_text_and_fin(seg, seg.seq, now)
+
+    def ts_recent_valid(self, now: int) -> bool:
+        return (now - self.ts_recent_at) // 1000 < PAWS_24DAYS_MS
+
+    def _acceptable(self, sseq: int, seg_len: int, rcv_wnd: int) -> bool:
+        """§3.10.7.4 'There are four cases for the acceptability test'."""
+        rcv_nxt = self.rcv_nxt
+        if seg_len == 0:
+            if rcv_wnd == 0:
+                return sseq == rcv_nxt
+            return seq.in_window(sseq, rcv_nxt, rcv_wnd)
+        if rcv_wnd == 0:
+            return False
+        return seq.in_window(sseq, rcv_nxt, rcv_wnd) or seq.in_window(
+            seq.add(sseq, seg_len - 1), rcv_nxt, rcv_wnd
+        )
+
+    def _on_rst(self, now: int) -> None:
+        """§3.10.7.4 second: an acceptable RST."""
+        st = self.state
+        if st is S.SYN_RECEIVED:
+            if self.passive:
+                self.stack.mib.EmbryonicRsts += 1
+                self._to_closed(now, "rcv RST in SYN-RECEIVED")
+            else:
+                self._fail(ConnectionRefusedError(111, "Connection refused"), now)
+        elif st in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT):
+            self.recvbuf.clear()
+            self._fail(ConnectionResetError(104, "Connection reset by peer"), now)
+        else:  # CLOSING, LAST-ACK, TIME-WAIT
+            self._to_closed(now, "rcv RST")
+
+    def _challenge_ack(self, now: int, why: str) -> None:
+        """RFC 5961 §3.2/§4.2/§5.2: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>, rate-limited by the stack."""
+        if self.stack.challenge_ack_allowed(now):
+            self.stack.mib.TCPChallengeACK += 1
+            self.stack._emit(now, self, ev.INFO, f"challenge ACK ({why})")
+            self._send_ack(now)
+
+    # -- fifth: the ACK field ------------------------------------------------------
+    def _process_ack(self, seg: Segment, now: int) -> bool:
+        """§3.10.7.4 fifth.  Returns False if the segment must be dropped."""
+        ack = seg.ack
+        st = self.state
+        if st is S.SYN_RECEIVED:
+            # If SND.UNA < SEG.ACK =< SND.NXT, enter ESTABLISHED; else send a reset.
+            if seq.lt(self.snd_una, ack) and seq.le(ack, self.snd_nxt):
+                self._ack_of_syn(seg, now)
+                self.snd_wnd = seg.window << self.snd_wscale
+                self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+                self.set_state(S.ESTABLISHED, now, "rcv ACK of SYN")
+                self._established(now)
+                # ... and continue processing (the ACK may carry data or FIN).
+                return True
+            self._send_rst_for(seg, now)
+            self._drop(seg, now, "SYN-RECEIVED: unacceptable ACK")
+            return False
+
+        # RFC 5961 §5.2: acceptable iff (SND.UNA - MAX.SND.WND) =< SEG.ACK =< SND.NXT.
+        if seq.gt(ack, self.snd_nxt):
+            self._drop(seg, now, "ACK of data never sent")
+            self._challenge_ack(now, "ACK beyond SND.NXT")
+            return False
+        if seq.lt(ack, seq.add(self.snd_una, -max(self.max_snd_wnd, 1))):
+            self._drop(seg, now, "ACK too old")
+            self._challenge_ack(now, "ACK older than the window")
+            return False
+
+        if seq.lt(self.snd_una, ack):
+            self._new_ack(seg, ack, now)
+        elif ack == self.snd_una:
+            self._maybe_dupack(seg, now)
+
+        # Update the send window (§3.10.7.4 fifth, ESTABLISHED).
+        if seq.lt(self.snd_wl1, seg.seq) or (self.snd_wl1 == seg.seq and seq.le(self.snd_wl2, ack)):
+            if seq.le(self.snd_una, ack):
+                wnd = seg.window << self.snd_wscale
+                if wnd > 0 and self.snd_wnd == 0:
+                    self.persist_at = None
+                    self.persist_backoff = 0
+                self.snd_wnd = wnd
+                if wnd > self.max_snd_wnd:
+                    self.max_snd_wnd = wnd
+                self.snd_wl1 = seg.seq
+                self.snd_wl2 = ack
+
+        # State-specific ACK processing.
+        fin_acked = self.fin_queued and seq.gt(self.snd_una, self.fin_seq)
+        if st is S.FIN_WAIT_1 and fin_acked:
+            self.set_state(S.FIN_WAIT_2, now, "rcv ACK of FIN")
+            if self.user_closed:
+                self._arm_fin2(now)
+        elif st is S.CLOSING and fin_acked:
+            self._enter_time_wait(now, "rcv ACK of FIN")
+            return False
+        elif st is S.LAST_ACK and fin_acked:
+            self._to_closed(now, "rcv ACK of FIN")
+            return False
+        return True
+
+    def _new_ack(self, seg: Segment, ack: int, now: int) -> None:
+        """SND.UNA < SEG.ACK =< SND.NXT: new data acknowledged."""
+        acked = seq.diff(ack, self.snd_una)
+        data_acked = acked
+        if self.fin_queued and seq.gt(ack, self.fin_seq):
+            data_acked -= 1  # the FIN's sequence number carries no data
+        if data_acked > 0:
+            self.sendbuf.ack(data_acked)
+        self.snd_una = ack
+        if seq.lt(self.rtx_nxt, ack):
+            self.rtx_nxt = ack
+        self.bytes_acked += data_acked
+        self.retries = 0
+        self.first_rtx_at = None
+        self.keepalive_probes = 0
+
+        # RTT sample: Karn's algorithm on the one timed segment; else TSecr (RFC 7323 §4.1).
+        rtt_us = 0
+        if self.rtt_seq is not None and seq.gt(ack, self.rtt_seq):
+            rtt_us = now - self.rtt_time
+            self.rtt_seq = None
+        elif self.ts_ok and seg.ts is not None and seg.ts[1]:
+            rtt_us = ((self._ts_val(now) - seg.ts[1]) % TS_WRAP) * 1000
+            if rtt_us > 60_000_000:
+                rtt_us = 0
+        if rtt_us > 0:
+            self.rtt.sample(rtt_us)
+        else:
+            self.rtt.reset_backoff()
+
+        flight = seq.diff(self.snd_nxt, ack)
+        if self.in_recovery:
+            if seq.ge(ack, self.recover):
+                # RFC 6582 §3.2 step 4: full acknowledgment, exit recovery.
+                self.in_recovery = False
+                self.dupacks = 0
+                self.cc.on_exit_recovery(flight)
+            else:
+                # Step 5: partial ACK: retransmit the next unacknowledged segment.
+                self.cc.on_partial_ack(acked)
+                self._retransmit_head(now)
+        else:
+            self.dupacks = 0
+            self.cc.on_ack(data_acked, flight, now, rtt_us or self.rtt.srtt)
+
+        # RFC 6298 (5.2)/(5.3): all acked -> stop the timer; else restart it.
+        if self.snd_una == self.snd_nxt:
+            self.rtx_at = None
+        else:
+            self.rtx_at = now + self.rtt.rto
+        self._wake()  # send buffer space was freed
+
+    def _maybe_dupack(self, seg: Segment, now: int) -> None:
+        """RFC 5681 §2 'duplicate acknowledgment' and §3.2 fast retransmit; RFC 6582 recovery."""
+        if (
+            seg.payload
+            or seg.flags & (SYN | FIN)
+            or self.snd_una == self.snd_nxt
+            or (seg.window << self.snd_wscale) != self.snd_wnd
+        ):
+            return
+        self.dupacks += 1
+        if self.in_recovery:
+            self.cc.on_dupack_in_recovery()
+            return
+        if self.dupacks == 3:
+            # RFC 6582 §3.2 step 2: enter fast retransmit unless this loss is already recovered.
+            if seq.gt(self.snd_una, self.recover):
+                self.recover = self.snd_nxt
+                self.in_recovery = True
+                flight = seq.diff(self.snd_nxt, self.snd_una)
+                self.cc.on_enter_recovery(flight, now)
+                self.stack.mib.TCPRenoRecovery += 1
+                self.stack.mib.TCPFastRetrans += 1
+                self.stack._emit(now, self, ev.INFO, "fast retransmit (3 duplicate ACKs)")
+                self._retransmit_head(now)
+
+    # -- sixth to eighth: URG, text, FIN ----------------------------------------------
+    def _process_text_and_fin(self, seg: Segment, data_seq: int, now: int) -> None:
+        """§3.10.7.4 sixth (URG), seventh (segment text), eighth (FIN).
+        ``data_seq`` is the sequence number of the first payload byte."""
+        flags = seg.flags
+        payload = seg.payload
+        if flags & URG and self.state in CAN_RECEIVE:
+            # RFC 6093: the urgent pointer points one past the last urgent byte; data is inline.
+            up = seq.add(data_seq, seg.urg)
+            if seq.gt(up, self.rcv_up):
+                self.rcv_up = up
+        fin_seq = seq.add(data_seq, len(payload)) if flags & FIN else None
+        if payload:
+            if self.state in CAN_RECEIVE and not self.shut_rd:
+                self._receive_text(data_seq, payload, now)
+            elif self.user_closed and self.state in CAN_RECEIVE:
+                # Linux: data for a closed socket is answered with RST (TCPAbortOnData).
+                self.stack.mib.TCPAbortOnData += 1
+                self._send_rst(self.snd_nxt, now)
+                self._to_closed(now, "data after close()")
+                return
+            # CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: "ignore the segment text".
+        if fin_seq is not None:
+            if self.rcv_fin_seq is None and self.state in CAN_RECEIVE:
+                wnd = self._window_offered()
+                if seq.in_window(fin_seq, self.rcv_nxt, wnd + 1):
+                    self.rcv_fin_seq = fin_seq
+        if self.rcv_fin_seq is not None and self.rcv_fin_seq == self.rcv_nxt and not self.eof:
+            self._on_fin(now)
+        elif fin_seq is not None and self.eof:
+            # A retransmitted FIN (our ACK was lost): acknowledge it again.
+            self.ack_pending = True
+            self._send_ack(now)
+
+    def _receive_text(self, data_seq: int, payload: bytes | memoryview, now: int) -> None:
+        rcv_nxt = self.rcv_nxt
+        off = seq.diff(data_seq, rcv_nxt)
+        n = len(payload)
+        if off < 0:  # trim what we already have (§3.10.7.4: "only the new parts are processed")
+            if -off >= n:
+                self._dsack_or_ack(now)
+                return
+            payload = memoryview(payload)[-off:]
+            n += off
+            off = 0
+        wnd = self._window_offered()
+        if off + n > wnd:  # trim to the right edge of the window
+            n = max(0, wnd - off)
+            if n == 0:
+                self.stack.mib.TCPZeroWindowDrop += 1
+                self.ack_pending = True
+                self._send_ack(now)
+                return
+            payload = memoryview(payload)[:n]
+        self.data_segs_in += 1
+        advanced = self.recvbuf.insert(off, payload)
+        if advanced > 0:
+            self.rcv_nxt = seq.add(rcv_nxt, advanced)
+            self.bytes_received += advanced
+            self._wake()
+            if off > 0 or self.recvbuf.ooo_bytes or advanced > n:
+                # Filling a hole: ACK at once (RFC 5681 §4.2).
+                self.ack_pending = True
+                self._send_ack(now)
+            else:
+                self._schedule_ack(n, now)
+        else:
+            if advanced < 0:
+                self.stack.mib.TCPOFODrop += 1
+            else:
+                self.stack.mib.TCPOFOQueue += 1
+            # Out-of-order segment: an immediate duplicate ACK (RFC 5681 §4.2, RFC 9293 §3.8.6.3).
+            self.ack_pending = True
+            self._send_ack(now)
+
+    def _dsack_or_ack(self, now: int) -> None:
+        # An old duplicate: ACK at once so a sender that lost our ACK moves on.
+        self.ack_pending = True
+        self._send_ack(now)
+
+    def _on_fin(self, now: int) -> None:
+        """§3.10.7.4 eighth: the FIN is in order."""
+        self.rcv_nxt = seq.add(self.rcv_nxt, 1)
+        self.eof = True
+        self.ack_pending = True
+        self._wake()
+        st = self.state
+        if st in (S.SYN_RECEIVED, S.ESTABLISHED):
+            self.set_state(S.CLOSE_WAIT, now, "rcv FIN")
+        elif st is S.FIN_WAIT_1:
+            if self.fin_queued and seq.gt(self.snd_una, self.fin_seq):
+                self._send_ack(now)
+                self._enter_time_wait(now, "rcv FIN (our FIN acked)")
+                return
+            self.set_state(S.CLOSING, now, "rcv FIN (simultaneous close)")
+        elif st is S.FIN_WAIT_2:
+            self._send_ack(now)
+            self._enter_time_wait(now, "rcv FIN")
+            return
+        self._send_ack(now)
+
+    def _enter_time_wait(self, now: int, cause: str) -> None:
+        self.rtx_at = self.persist_at = self.delack_at = self.keepalive_at = self.fin2_at = None
+        self.set_state(S.TIME_WAIT, now, cause)
+        # The stack replaces the TCB by a compact TIME-WAIT record (timewait.py).
+        self.stack._enter_time_wait(self, now)
+
+    # ==========================================================================
+    # Output
+    # ==========================================================================
+    def _ts_val(self, now: int) -> int:
+        """RFC 7323 §5.4: a TS clock in milliseconds (as Linux), with a per-connection offset."""
+        return (now // 1000 + self.ts_offset) % TS_WRAP
+
+    def _options(self, now: int) -> tuple[Opt, ...]:
+        if self.ts_ok:
+            return (NOP, NOP, Opt(OPT_TS, (self._ts_val(now), self.ts_recent)))
+        return ()
+
+    def _sack_options(self) -> tuple[Opt, ...]:
+        blocks = self.recvbuf.ooo_blocks
+        if not (self.sack_ok and blocks):
+            return ()
+        base = self.recvbuf.nxt
+        nxt = self.rcv_nxt
+        limit = 3 if self.ts_ok else 4
+        out = tuple(
+            (seq.add(nxt, s - base), seq.add(nxt, e - base)) for s, e in blocks[:limit]
+        )
+        return (NOP, NOP, Opt(OPT_SACK, out))
+
+    def _window_offered(self) -> int:
+        """RCV.WND as the peer sees it: what we last advertised beyond RCV.NXT."""
+        w = seq.diff(self.rcv_adv, self.rcv_nxt)
+        return w if w > 0 else 0
+
+    def _window_now(self) -> int:
+        """The window to advertise now, with receiver SWS avoidance (§3.8.6.2.1):
+        move the right edge only when the increase is at least min(BUFF/2, MSS)."""
+        free = self.recvbuf.free
+        cur = self._window_offered()
+        if free <= cur:
+            return cur  # never shrink the window (§3.8.6: SHLD-14)
+        if free - cur >= min(self.recvbuf.capacity // 2, self.rcv_mss):
+            return free
+        return cur
+
+    def _window_field(self) -> int:
+        w = self._window_now() >> self.rcv_wscale
+        if w > 0xFFFF:
+            w = 0xFFFF
+        self.rcv_adv = seq.add(self.rcv_nxt, w << self.rcv_wscale)
+        return w
+
+    def _maybe_window_update(self, before: int, now: int) -> None:
+        if self.state not in CAN_RECEIVE or self.eof:
+            return
+        after = self._window_now()
+        # Linux-like: announce when the window at least doubles and grows by a segment,
+        # in particular when it reopens from zero (no deadlock on a closed window).
+        if after >= 2 * before and after - before >= self.rcv_mss:
+            if before == 0:
+                self.stack.mib.TCPFromZeroWindowAdv += 1
+            self.ack_pending = True
+            self._send_ack(now)
+
+    def _make_segment(self, sseq: int, flags: int, payload: bytes | memoryview, now: int) -> Segment:
+        opts = self._options(now)
+        if self.sack_ok and self.recvbuf.ooo_bytes:
+            opts = opts + self._sack_options()
+        wnd = self._window_field()
+        self.last_ack_sent = self.rcv_nxt
+        self.ack_pending = False
+        self.delack_at = None
+        self.delack_segs = 0
+        return Segment(self.local_port, self.remote_port, sseq, self.rcv_nxt, flags | ACK, wnd, 0, opts, payload)
+
+    def _send_ack(self, now: int) -> None:
+        """<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>."""
+        if self.state is S.SYN_SENT or self.state is S.CLOSED:
+            return
+        seg = self._make_segment(self.snd_nxt, 0, b"", now)
+        self.stack._output(self, seg, now)
+
+    def _flush_ack(self, now: int) -> None:
+        if self.ack_pending and self.delack_at is None:
+            self._send_ack(now)
+
+    def _schedule_ack(self, n: int, now: int) -> None:
+        """Delayed ACK (RFC 9293 §3.8.6.3, RFC 5681 §4.2): ACK at least every second
+        full-sized segment, otherwise within the delayed-ACK timeout."""
+        self.ack_pending = True
+        self.delack_segs += 1
+        if self.quickack > 0:
+            self.quickack -= 1
+            self.delack_at = None
+            return
+        if self.delack_segs >= 2:
+            self.delack_at = None
+            return
+        if self.delack_at is None:
+            self.delack_at = now + self.config.tcp_delack_min_ms * 1000
+
+    def _send_rst(self, sseq: int, now: int) -> None:
+        """An abortive RST: <SEQ=SND.NXT><CTL=RST>, with ACK as Linux sends it."""
+        seg = Segment(self.local_port, self.remote_port, sseq, self.rcv_nxt, RST | ACK, 0, 0, (), b"")
+        self.stack.mib.OutRsts += 1
+        self.stack._output(self, seg, now)
+
+    def _send_rst_for(self, bad: Segment, now: int) -> None:
+        self.stack.reply_rst(self.local_addr, self.remote_addr, bad, now, self)
+
+    def _push(self, now: int) -> None:
+        """Send what the windows allow (§3.8.6): first what an RTO marked for
+        retransmission (``rtx_nxt`` .. ``snd_nxt``), then new data, then the FIN.
+        Sender SWS avoidance (§3.8.6.2.1) and Nagle (§3.8.6.2.2, unless
+        TCP_NODELAY) hold back small segments while data is outstanding."""
+        st = self.state
+        if st not in PUSH_STATES:
+            return
+        mss = self.snd_mss
+        sb = self.sendbuf
+        snd_una = self.snd_una
+        data_end = seq.add(snd_una, len(sb))  # seq just past the last queued byte
+        fin_queued = self.fin_queued
+        if (
+            snd_una == self.snd_nxt
+            and self.config.tcp_slow_start_after_idle
+            and now - self.last_send_at > self.rtt.rto
+        ):
+            self.cc.on_idle_restart(self.config.tcp_init_cwnd)  # RFC 5681 §4.1
+        sent = False
+        while True:
+            retransmitting = seq.lt(self.rtx_nxt, self.snd_nxt)
+            if retransmitting:
+                sseq, limit = self.rtx_nxt, self.snd_nxt
+            else:
+                sseq = self.snd_nxt
+                limit = seq.add(data_end, 1) if fin_queued else data_end
+            if seq.ge(sseq, limit):
+                break
+            data_left = seq.diff(data_end, sseq)
+            if data_left < 0:
+                data_left = 0
+            in_flight = seq.diff(sseq, snd_una)
+            wnd_room = self.snd_wnd - in_flight
+            room = min(self.cc.cwnd - in_flight, wnd_room)
+            n = min(data_left, mss, room)
+            if n < 0:
+                n = 0
+            fin = fin_queued and seq.add(sseq, n) == self.fin_seq and seq.lt(self.fin_seq, limit)
+            if n == 0 and not (fin and room >= 1):
+                # Blocked by a window.  A zero send window with nothing in flight
+                # arms the persist timer (§3.8.6.1), so a lost update cannot deadlock us.
+                if wnd_room <= 0 and snd_una == self.snd_nxt and self.persist_at is None:
+                    self._arm_persist(now)
+                break
+            if n < mss and n < data_left and not retransmitting:
+                # A window-limited fragment: send it only if it is at least half the
+                # largest window the peer offered or nothing is in flight (§3.8.6.2.1).
+                if n < self.max_snd_wnd // 2 and snd_una != self.snd_nxt:
+                    break
+            if (
+                n < mss
+                and n == data_left
+                and not retransmitting
+                and not fin_queued
+                and not self.nodelay
+                and snd_una != self.snd_nxt
+            ):
+                break  # Nagle: a small final piece waits for the outstanding ACK
+            flags = FIN if fin else 0
+            payload: bytes | memoryview = b""
+            if n:
+                payload = sb.peek(sb.head + seq.diff(sseq, snd_una), n)
+                if n == data_left:
+                    flags |= PSH
+            seg = self._make_segment(sseq, flags, payload, now)
+            end = seq.add(sseq, n + (1 if fin else 0))
+            if retransmitting:
+                self.rtx_nxt = end
+                self.total_retrans += 1
+                self.stack.mib.RetransSegs += 1
+            else:
+                if n:
+                    self.stack.mib.TCPOrigDataSent += 1
+                    if self.rtt_seq is None:
+                        self.rtt_seq, self.rtt_time = sseq, now
+                self.snd_nxt = end
+                self.rtx_nxt = end
+            if n:
+                self.data_segs_out += 1
+            self.stack._output(self, seg, now)
+            sent = True
+            if self.rtx_at is None:
+                self.rtx_at = now + self.rtt.rto  # RFC 6298 (5.1)
+            if fin:
+                break
+        if sent:
+            self.last_send_at = now
+
+    def _retransmit_head(self, now: int) -> None:
+        """Retransmit the first unacknowledged segment (fast retransmit / partial ACK)."""
+        n = min(self.snd_mss, len(self.sendbuf))
+        flags = 0
+        payload: bytes | memoryview = b""
+        if n > 0:
+            payload = self.sendbuf.peek(self.sendbuf.head, n)
+        if self.fin_queued and seq.diff(self.fin_seq, self.snd_una) == n and seq.gt(self.snd_nxt, self.fin_seq):
+            flags |= FIN
+        if n == 0 and not flags & FIN:
+            return
+        if n:
+            flags |= PSH if n == len(self.sendbuf) else 0
+        seg = self._make_segment(self.snd_una, flags, payload, now)
+        self.total_retrans += 1
+        self.stack.mib.RetransSegs += 1
+        self.rtt_seq = None  # Karn: no RTT sample across a retransmission
+        self.stack._output(self, seg, now)
+        self.rtx_at = now + self.rtt.rto
+
+    # ==========================================================================
+    # Timers (§3.10.8)
+    # ==========================================================================
+    def _rearm(self) -> None:
+        """Tell the stack our earliest deadline (one heap entry per connection)."""
+        t = None
+        for x in (self.rtx_at, self.persist_at, self.delack_at, self.keepalive_at, self.fin2_at):
+            if x is not None and (t is None or x < t):
+                t = x
+        if t is not None:
+            self.stack._arm(self, t)
+
+    def _arm_rtx(self, now: int) -> None:
+        self.rtx_at = now + self.rtt.rto
+        self._rearm()
+
+    def _arm_persist(self, now: int) -> None:
+        # Persist timer: RTO-based with exponential backoff, bounded by the maximum RTO.
+        base = max(self.rtt.rto, self.config.tcp_rto_min_us)
+        self.persist_at = now + min(base << self.persist_backoff, self.rtt.max_rto)
+
+    def _arm_keepalive(self, now: int) -> None:
+        self.keepalive_at = now + self.config.tcp_keepalive_time * 1_000_000
+
+    def _arm_fin2(self, now: int) -> None:
+        self.fin2_at = now + self.config.tcp_fin_timeout * 1_000_000
+
+    def on_timer(self, now: int) -> None:
+        if self.delack_at is not None and self.delack_at <= now:
+            self.delack_at = None
+            if self.ack_pending:
+                self.stack.mib.DelayedACKs += 1
+                self._send_ack(now)
+        if self.rtx_at is not None and self.rtx_at <= now:
+            self.rtx_at = None
+            self._on_rto(now)
+        if self.persist_at is not None and self.persist_at <= now:
+            self.persist_at = None
+            self._on_persist(now)
+        if self.keepalive_at is not None and self.keepalive_at <= now:
+            self.keepalive_at = None
+            self._on_keepalive(now)
+        if self.fin2_at is not None and self.fin2_at <= now:
+            self.fin2_at = None
+            if self.state is S.FIN_WAIT_2:
+                self._to_closed(now, "tcp_fin_timeout (orphaned FIN-WAIT-2)")
+        if self.state is not S.CLOSED:
+            self._rearm()
+
+    def _max_retries(self) -> int:
+        st = self.state
+        if st is S.SYN_SENT:
+            return self.config.tcp_syn_retries
+        if st is S.SYN_RECEIVED:
+            return self.config.tcp_synack_retries
+        if self.user_closed:
+            return self.config.tcp_orphan_retries or MAX_ORPHAN_RETRIES
+        return self.config.tcp_retries2
+
+    def _on_rto(self, now: int) -> None:
+        """RFC 6298 §5 (5.4)-(5.7): retransmit the earliest unacknowledged segment,
+        back off, restart the timer; give up after the retry limit."""
+        st = self.state
+        if st is S.CLOSED or st is S.TIME_WAIT:
+            return
+        if self.snd_una == self.snd_nxt and st not in (S.SYN_SENT, S.SYN_RECEIVED):
+            return
+        self.stack._emit(now, self, ev.TIMER, "rto")
+        if self.first_rtx_at is None:
+            self.first_rtx_at = now
+        user_timeout = self.user_timeout_ms and now - self.first_rtx_at >= self.user_timeout_ms * 1000
+        if self.retries >= self._max_retries() or user_timeout:
+            self.stack.mib.TCPAbortOnTimeout += 1
+            self._fail(TimeoutError(110, "Connection timed out (no acknowledgment after retransmissions)"), now)
+            return
+        self.retries += 1
+        self.stack.mib.TCPTimeouts += 1
+        self.rtt.on_timeout()
+        self.rtt_seq = None  # Karn: no sample from retransmitted data
+        if st is S.SYN_SENT:
+            self.stack.mib.TCPSynRetrans += 1
+            self.total_retrans += 1
+            self.stack.mib.RetransSegs += 1
+            self._send_syn(now, ack=False)
+        elif st is S.SYN_RECEIVED:
+            self.stack.mib.TCPSynRetrans += 1
+            self.total_retrans += 1
+            self.stack.mib.RetransSegs += 1
+            self._send_syn(now, ack=True)
+        else:
+            flight = seq.diff(self.snd_nxt, self.snd_una)
+            self.cc.on_rto(flight, now)
+            self.in_recovery = False
+            self.dupacks = 0
+            self.recover = self.snd_nxt  # RFC 6582 §4: no fast retransmit for losses before this
+            self.rtx_nxt = self.snd_una  # go back: resend from SND.UNA as the window allows
+            self._push(now)
+        self.rtx_at = now + self.rtt.rto
+
+    def _on_persist(self, now: int) -> None:
+        """Zero-window probe (§3.8.6.1).  Like Linux: a zero-length segment with
+        SEQ = SND.UNA - 1, which the peer must answer with an ACK carrying its window."""
+        if self.snd_wnd > 0 or not len(self.sendbuf) and not self.fin_queued:
+            self.persist_backoff = 0
+            self._push(now)
+            return
+        self.stack._emit(now, self, ev.TIMER, "persist")
+        self.stack.mib.TCPWinProbe += 1
+        seg = self._make_segment(seq.add(self.snd_una, -1), 0, b"", now)
+        self.stack._output(self, seg, now)
+        if self.persist_backoff < 16:
+            self.persist_backoff += 1
+        self._arm_persist(now)
+
+    def _on_keepalive(self, now: int) -> None:
+        """RFC 9293 §3.8.4 / RFC 1122 §4.2.3.6: after idle, probe; give up after the probes."""
+        if not self.keepalive or self.state not in (S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2):
+            return
+        if self.snd_una != self.snd_nxt or len(self.sendbuf):
+            self._arm_keepalive(now)  # data in flight: the RTO handles a dead peer
+            return
+        if self.keepalive_probes >= self.config.tcp_keepalive_probes:
+            self._fail(TimeoutError(110, "Connection timed out (keepalive probes unanswered)"), now)
+            return
+        self.keepalive_probes += 1
+        self.stack.mib.TCPKeepAlive += 1
+        self.stack._emit(now, self, ev.TIMER, "keepalive")
+        seg = self._make_segment(seq.add(self.snd_una, -1), 0, b"", now)
+        self.stack._output(self, seg, now)
+        self.keepalive_at = now + self.config.tcp_keepalive_intvl * 1_000_000
+
+    # ==========================================================================
+    def _drop(self, seg: Segment, now: int, reason: str) -> None:
+        self.stack._emit(now, self, ev.DROP, reason)
+
+    def info(self, now: int) -> dict[str, object]:
+        """Per-connection info in the spirit of Linux's struct tcp_info (tcpi_* without the prefix)."""
+        timer = "off"
+        expires = None
+        for name, at in (("on", self.rtx_at), ("persist", self.persist_at), ("keepalive", self.keepalive_at), ("on", self.fin2_at)):
+            if at is not None and (expires is None or at < expires):
+                timer, expires = name, at
+        flight = seq.diff(self.snd_nxt, self.snd_una) if self.established else 0
+        return {
+            "state": self.state.value,
+            "rto": self.rtt.rto,
+            "ato": self.config.tcp_delack_min_ms * 1000,
+            "snd_mss": self.snd_mss,
+            "rcv_mss": self.rcv_mss,
+            "rtt": self.rtt.srtt,
+            "rttvar": self.rtt.rttvar,
+            "min_rtt": self.rtt.min_rtt,
+            "snd_cwnd": self.cc.cwnd // max(self.snd_mss, 1),
+            "snd_cwnd_bytes": self.cc.cwnd,
+            "snd_ssthresh": min(self.cc.ssthresh, 0x7FFFFFFF) // max(self.snd_mss, 1),
+            "snd_wnd": self.snd_wnd,
+            "rcv_wnd": self._window_offered(),
+            "snd_wscale": self.snd_wscale,
+            "rcv_wscale": self.rcv_wscale,
+            "options": [n for n, on in (("ts", self.ts_ok), ("sack", self.sack_ok), ("wscale", self.ws_ok)) if on],
+            "unacked": flight,
+            "sacked": 0,
+            "lost": 0,
+            "retrans": seq.diff(self.snd_nxt, self.rtx_nxt) if seq.lt(self.rtx_nxt, self.snd_nxt) else 0,
+            "retransmits": self.retries,
+            "total_retrans": self.total_retrans,
+            "backoff": self.rtt.backoff,
+            "bytes_acked": self.bytes_acked,
+            "bytes_received": self.bytes_received,
+            "segs_out": self.segs_out,
+            "segs_in": self.segs_in,
+            "data_segs_out": self.data_segs_out,
+            "data_segs_in": self.data_segs_in,
+            "delivery_rate": (self.bytes_acked * 1_000_000 // max(now - self.created_at, 1)),
+            "ca_state": "recovery" if self.in_recovery else ("loss" if self.retries else "open"),
+            "congestion_control": self.cc.name,
+            "timer": timer,
+            "timer_expires_us": None if expires is None else expires - now,
+            "send_q": len(self.sendbuf),
+            "recv_q": self.recvbuf.ready,
+        }
+
+
+__all__ = ["Connection", "OPT_SACK"]

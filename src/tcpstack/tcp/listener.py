@@ -1,0 +1,271 @@
+"""Passive open: the listener, its SYN queue of compact half-open requests,
+and its accept queue (RFC 9293 §3.10.7.2 LISTEN; Linux's request socks).
+
+A half-open connection is a ``Request`` — a handful of integers — not a TCB:
+a SYN costs a small record and one SYN-ACK, and a full ``Connection`` is
+created only when the handshake's final ACK arrives.  This is what keeps a
+SYN flood from exhausting memory (RFC 4987 §3.2 "Reduce state").
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..wire.tcp import ACK, RST, SYN, Segment
+from . import events as ev
+from . import seq
+from .connection import Connection, syn_options
+from .state import State
+
+if TYPE_CHECKING:
+    from .stack import Stack
+
+S = State
+
+
+class Request:
+    """A half-open connection in SYN-RECEIVED (Linux: struct request_sock)."""
+
+    __slots__ = (
+        "listener", "conn_id", "key", "iss", "irs", "snd_mss", "snd_wscale", "ws_ok", "sack_ok",
+        "ts_ok", "ts_recent", "snd_wnd", "rcv_wnd", "retries", "timer_at", "sent_at", "acked",
+    )
+
+    def __init__(self, listener: Listener, conn_id: int, key: tuple[str, int, str, int], syn: Segment, iss: int, now: int) -> None:
+        cfg = listener.stack.config
+        self.listener = listener
+        self.conn_id = conn_id
+        self.key = key
+        self.iss = iss
+        self.irs = syn.seq
+        mss = syn.mss if syn.mss is not None else 536
+        self.snd_mss = min(max(mss, cfg.tcp_min_snd_mss), listener.stack.mss_for(key[2]))
+        self.ws_ok = bool(cfg.tcp_window_scaling and syn.wscale is not None)
+        self.snd_wscale = min(syn.wscale or 0, 14) if self.ws_ok else 0
+        self.sack_ok = bool(cfg.tcp_sack and syn.sack_permitted)
+        ts = syn.ts
+        self.ts_ok = bool(cfg.tcp_timestamps and ts is not None)
+        self.ts_recent = ts[0] if ts is not None else 0
+        self.snd_wnd = syn.window
+        self.rcv_wnd = min(cfg.tcp_rmem[1], 0xFFFF)
+        self.retries = 0
+        self.timer_at: int | None = None
+        self.sent_at = now
+        self.acked = False
+
+    def on_timer(self, now: int) -> None:
+        self.listener._request_timer(self, now)
+
+
+class Listener:
+    """A socket in LISTEN."""
+
+    def __init__(self, stack: Stack, conn_id: int, addr: str, port: int, backlog: int, now: int) -> None:
+        self.stack = stack
+        self.conn_id = conn_id
+        self.local_addr = addr
+        self.local_port = port
+        self.backlog = max(0, min(backlog, stack.config.somaxconn))
+        self.requests: dict[tuple[str, int, str, int], Request] = {}
+        self.accept_queue: deque[Connection] = deque()
+        self.waker: Callable[[Listener], None] | None = None
+        self.state = S.CLOSED
+        self.history: list[State] = [S.CLOSED]
+        self.syn_queue_max = 0
+        self._set_state(S.LISTEN, now, "passive OPEN")
+
+    def __repr__(self) -> str:
+        return f"<Listener #{self.conn_id} {self.local_addr or '*'}:{self.local_port} {self.state.value}>"
+
+    def _set_state(self, new: State, now: int, cause: str) -> None:
+        old = self.state
+        self.state = new
+        self.history.append(new)
+        if self.stack.observers:
+            self.stack._emit_raw(now, self.conn_id, ev.STATE, (self.local_addr or "*", self.local_port, "*", 0), (old, new, cause))
+
+    # ------------------------------------------------------------------ user side
+    def accept(self) -> Connection | None:
+        """The next established connection, or None if the accept queue is empty."""
+        if self.state is not S.LISTEN:
+            raise OSError(22, "accept() on a closed listener (EINVAL)")
+        return self.accept_queue.popleft() if self.accept_queue else None
+
+    @property
+    def readable(self) -> bool:
+        return bool(self.accept_queue) or self.state is not S.LISTEN
+
+    def set_backlog(self, backlog: int) -> None:
+        self.backlog = max(0, min(backlog, self.stack.config.somaxconn))
+
+    def close(self, now: int) -> None:
+        """CLOSE in LISTEN (§3.10.4): pending requests are dropped; connections
+        not yet accepted are reset, as Linux does."""
+        if self.state is S.CLOSED:
+            return
+        for req in self.requests.values():
+            req.timer_at = None
+        self.requests.clear()
+        while self.accept_queue:
+            self.accept_queue.popleft().abort(now)
+        self.stack.listeners.pop((self.local_addr, self.local_port), None)
+        self._set_state(S.CLOSED, now, "CLOSE")
+
+    def _accept_queue_full(self) -> bool:
+        # Linux's sk_acceptq_is_full() is "len > backlog", so backlog+1 fit.
+        return len(self.accept_queue) > self.backlog
+
+    # ------------------------------------------------------------------ segments
+    def on_segment(self, src: str, dst: str, seg: Segment, now: int, isn: int | None = None) -> None:
+        stack = self.stack
+        key = (dst, seg.dst_port, src, seg.src_port)
+        req = self.requests.get(key)
+        if req is not None:
+            if stack.observers:
+                stack._emit_raw(now, req.conn_id, ev.RECV, key, seg)
+            self._on_request_segment(req, seg, now)
+            return
+        if stack.observers:
+            stack._emit_raw(now, self.conn_id, ev.RECV, key, seg)
+        flags = seg.flags
+        # §3.10.7.2 LISTEN. First, an incoming RST is ignored.
+        if flags & RST:
+            return
+        # Second, any acknowledgment is bad: <SEQ=SEG.ACK><CTL=RST>.
+        if flags & ACK:
+            stack.reply_rst(dst, src, seg, now, conn_id=self.conn_id)
+            return
+        # Third, a SYN.
+        if not flags & SYN:
+            return
+        if self._accept_queue_full():
+            stack.mib.ListenOverflows += 1
+            stack.mib.ListenDrops += 1
+            stack._emit_raw(now, self.conn_id, ev.DROP, key, "accept queue full: SYN dropped")
+            return
+        if len(self.requests) >= stack.config.tcp_max_syn_backlog:
+            stack.mib.TCPReqQFullDrop += 1
+            stack.mib.ListenDrops += 1
+            stack._emit_raw(now, self.conn_id, ev.DROP, key, "SYN queue full: SYN dropped")
+            return
+        iss = isn if isn is not None else stack.isn(key, now)
+        req = Request(self, stack._new_id(), key, seg, iss, now)
+        self.requests[key] = req
+        if len(self.requests) > self.syn_queue_max:
+            self.syn_queue_max = len(self.requests)
+        if stack.observers:
+            stack._emit_raw(now, req.conn_id, ev.STATE, key, (S.LISTEN, S.SYN_RECEIVED, "rcv SYN"))
+        self._send_synack(req, now)
+        stack._arm(req, now + stack.config.tcp_rto_initial_ms * 1000)
+
+    def _send_synack(self, req: Request, now: int) -> None:
+        stack = self.stack
+        ts_val = None
+        if req.ts_ok:
+            ts_val = (now // 1000 + stack.ts_offset_for(req.key)) & 0xFFFFFFFF
+        opts = syn_options(
+            stack.mss_for(req.key[2]), ts_val, req.ts_recent, req.sack_ok,
+            stack.rcv_wscale() if req.ws_ok else None,
+        )
+        seg = Segment(req.key[1], req.key[3], req.iss, seq.add(req.irs, 1), SYN | ACK, req.rcv_wnd, 0, opts, b"")
+        req.sent_at = now
+        stack.output_raw(req.conn_id, req.key[0], req.key[2], seg, now)
+
+    def _request_timer(self, req: Request, now: int) -> None:
+        """SYN-ACK retransmission with exponential backoff (1, 2, 4, ... s) up to
+        tcp_synack_retries, then the request is dropped."""
+        if self.requests.get(req.key) is not req:
+            return
+        stack = self.stack
+        if req.retries >= stack.config.tcp_synack_retries:
+            del self.requests[req.key]
+            stack.mib.AttemptFails += 0  # Linux counts nothing for an expired request
+            if stack.observers:
+                stack._emit_raw(now, req.conn_id, ev.STATE, req.key, (S.SYN_RECEIVED, S.CLOSED, "SYN-ACK retries exhausted"))
+            return
+        req.retries += 1
+        stack.mib.TCPSynRetrans += 1
+        stack.mib.RetransSegs += 1
+        self._send_synack(req, now)
+        stack._arm(req, now + (stack.config.tcp_rto_initial_ms * 1000 << req.retries))
+
+    def _drop_request(self, req: Request, now: int, cause: str) -> None:
+        self.requests.pop(req.key, None)
+        req.timer_at = None
+        if self.stack.observers:
+            self.stack._emit_raw(now, req.conn_id, ev.STATE, req.key, (S.SYN_RECEIVED, S.CLOSED, cause))
+
+    def _on_request_segment(self, req: Request, seg: Segment, now: int) -> None:
+        """§3.10.7.4 for a half-open connection (SYN-RECEIVED)."""
+        stack = self.stack
+        flags = seg.flags
+        rcv_nxt = seq.add(req.irs, 1)
+        if flags & RST:
+            # RFC 5961 §3.2: only an exact RCV.NXT match resets; §3.10.7.4 SYN-RECEIVED: passive -> LISTEN.
+            if seg.seq == rcv_nxt:
+                stack.mib.EmbryonicRsts += 1
+                self._drop_request(req, now, "rcv RST")
+            return
+        if flags & SYN:
+            if seg.seq == req.irs and not flags & ACK:
+                self._send_synack(req, now)  # our SYN-ACK was lost: the peer retransmitted its SYN
+            return
+        if not flags & ACK:
+            return
+        if seg.ack != seq.add(req.iss, 1):
+            stack.reply_rst(req.key[0], req.key[2], seg, now, conn_id=req.conn_id)
+            return
+        if not seq.in_window(seg.seq, rcv_nxt, max(req.rcv_wnd, 1)):
+            return
+        if self._accept_queue_full():
+            stack.mib.ListenOverflows += 1
+            stack.mib.ListenDrops += 1
+            if stack.config.tcp_abort_on_overflow:
+                stack.reply_rst(req.key[0], req.key[2], seg, now, conn_id=req.conn_id)
+                self._drop_request(req, now, "accept queue full (tcp_abort_on_overflow)")
+            else:
+                req.acked = True  # keep it: a later SYN-ACK retransmission re-elicits the ACK
+                stack._emit_raw(now, req.conn_id, ev.DROP, req.key, "accept queue full: final ACK dropped")
+            return
+        del self.requests[req.key]
+        req.timer_at = None
+        conn = self._child(req, seg, now)
+        conn.on_segment(seg, now)
+        if conn.state is not S.CLOSED:
+            stack.mib.PassiveOpens += 1
+            self.accept_queue.append(conn)
+            if self.waker is not None:
+                self.waker(self)
+
+    def _child(self, req: Request, ack: Segment, now: int) -> Connection:
+        """The full TCB, born in SYN-RECEIVED from the request record."""
+        stack = self.stack
+        key = req.key
+        conn = Connection(stack, req.conn_id, (key[0], key[1]), (key[2], key[3]), now)
+        conn.state = S.SYN_RECEIVED  # the request already reported LISTEN -> SYN-RECEIVED
+        conn.history = [S.SYN_RECEIVED]
+        conn.passive = True
+        conn.iss = conn.snd_una = req.iss
+        conn.snd_nxt = conn.rtx_nxt = seq.add(req.iss, 1)
+        conn.recover = req.iss
+        conn.irs = req.irs
+        conn.rcv_nxt = seq.add(req.irs, 1)
+        conn.rcv_adv = seq.add(conn.rcv_nxt, req.rcv_wnd)
+        conn.last_ack_sent = conn.rcv_nxt
+        conn.snd_mss = req.snd_mss
+        conn.ws_ok = req.ws_ok
+        conn.snd_wscale = req.snd_wscale
+        conn.rcv_wscale = stack.rcv_wscale() if req.ws_ok else 0
+        conn.sack_ok = req.sack_ok
+        conn.ts_ok = req.ts_ok
+        conn.ts_recent = req.ts_recent
+        conn.ts_recent_at = now
+        conn.snd_wnd = conn.max_snd_wnd = req.snd_wnd
+        conn.snd_wl1 = req.irs
+        conn.cc.set_mss(conn.snd_mss, stack.config.tcp_init_cwnd)
+        if req.retries == 0:
+            conn.rtt_seq, conn.rtt_time = req.iss, req.sent_at  # Karn: SYN-ACK not retransmitted
+        stack.conns[key] = conn
+        return conn

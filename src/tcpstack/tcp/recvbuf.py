@@ -1,0 +1,166 @@
+"""The receive side: in-order bytes waiting for the application, and the
+out-of-order (reassembly) queue, both bounded by the receive buffer size.
+
+Offsets are absolute stream offsets (Python ints, no wrap).  ``nxt`` is the
+offset of RCV.NXT: everything below it is in order.  Out-of-order data is a
+sorted list of disjoint, non-adjacent blocks [start, end) so that insertion
+is a bisect and a hole being filled merges in O(blocks merged).
+
+Against hostile peers (CVE-2018-5390 "SegmentSmack": many tiny out-of-order
+segments), each block is charged a fixed overhead on top of its bytes and
+the total is bounded by the buffer size: a segment that would exceed it is
+dropped (counted TCPOFODrop), so memory and per-segment work stay bounded.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import deque
+
+BLOCK_OVERHEAD = 256  # bytes charged per out-of-order block (≈ what a block costs here)
+
+
+class RecvBuffer:
+    __slots__ = ("capacity", "nxt", "_ready", "_ready_len", "_ooo_starts", "_ooo_ends", "_ooo_data", "_ooo_bytes", "eof_offset")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.nxt = 0
+        self._ready: deque[bytes | memoryview] = deque()
+        self._ready_len = 0
+        self._ooo_starts: list[int] = []
+        self._ooo_ends: list[int] = []
+        self._ooo_data: list[bytes] = []
+        self._ooo_bytes = 0
+        self.eof_offset: int | None = None
+
+    # -- state -------------------------------------------------------------------
+    @property
+    def ready(self) -> int:
+        """Bytes in order, waiting to be read."""
+        return self._ready_len
+
+    @property
+    def ooo_bytes(self) -> int:
+        return self._ooo_bytes
+
+    @property
+    def ooo_blocks(self) -> list[tuple[int, int]]:
+        return list(zip(self._ooo_starts, self._ooo_ends, strict=True))
+
+    @property
+    def free(self) -> int:
+        """Space left for new in-order data: the basis of the advertised window."""
+        return max(0, self.capacity - self._ready_len)
+
+    def memory_charged(self) -> int:
+        return self._ready_len + self._ooo_bytes + BLOCK_OVERHEAD * len(self._ooo_starts)
+
+    # -- input -------------------------------------------------------------------
+    def insert(self, rel: int, data: bytes | memoryview) -> int:
+        """Store ``data`` that starts ``rel`` bytes past RCV.NXT (rel >= 0;
+        the connection has trimmed it to the window).  Returns how many bytes
+        RCV.NXT advanced (0 if the data went to the out-of-order queue, or
+        was dropped as a duplicate or for lack of memory, which ``insert``
+        reports by returning -1)."""
+        n = len(data)
+        if n == 0:
+            return 0
+        if rel == 0:
+            self._ready.append(data)
+            self._ready_len += n
+            self.nxt += n
+            advanced = n
+            if self._ooo_starts:
+                advanced += self._pull_ooo()
+            return advanced
+        return self._insert_ooo(self.nxt + rel, data)
+
+    def _insert_ooo(self, start: int, data: bytes | memoryview) -> int:
+        end = start + len(data)
+        starts, ends, blobs = self._ooo_starts, self._ooo_ends, self._ooo_data
+        i = bisect_left(ends, start)  # first block that ends at or after our start
+        # Blocks i..j-1 overlap or touch [start, end).
+        j = i
+        while j < len(starts) and starts[j] <= end:
+            j += 1
+        if j == i:
+            # Disjoint: a new block.  Bound the memory it costs.
+            if self.memory_charged() + len(data) + BLOCK_OVERHEAD > self.capacity + BLOCK_OVERHEAD * 16:
+                return -1
+            starts.insert(i, start)
+            ends.insert(i, end)
+            blobs.insert(i, bytes(data))
+            self._ooo_bytes += len(data)
+            return 0
+        if j == i + 1 and starts[i] <= start and end <= ends[i]:
+            return -1  # entirely a duplicate of what we hold
+        # Merge [start, end) with blocks i..j-1 into one block.
+        new_start = min(start, starts[i])
+        new_end = max(end, ends[j - 1])
+        buf = bytearray(new_end - new_start)
+        mv = memoryview(buf)
+        for k in range(i, j):
+            s = starts[k] - new_start
+            mv[s : s + len(blobs[k])] = blobs[k]
+            self._ooo_bytes -= len(blobs[k])
+        s = start - new_start
+        mv[s : s + len(data)] = data  # new data wins; identical bytes on a correct peer
+        starts[i:j] = [new_start]
+        ends[i:j] = [new_end]
+        blobs[i:j] = [bytes(buf)]
+        self._ooo_bytes += new_end - new_start
+        return 0
+
+    def _pull_ooo(self) -> int:
+        """Move out-of-order blocks that now touch RCV.NXT into the ready queue."""
+        advanced = 0
+        starts, ends, blobs = self._ooo_starts, self._ooo_ends, self._ooo_data
+        while starts and starts[0] <= self.nxt:
+            s, e, b = starts.pop(0), ends.pop(0), blobs.pop(0)
+            self._ooo_bytes -= len(b)
+            if e > self.nxt:
+                part = memoryview(b)[self.nxt - s :]
+                self._ready.append(part)
+                self._ready_len += len(part)
+                advanced += len(part)
+                self.nxt = e
+        return advanced
+
+    # -- output ------------------------------------------------------------------
+    def read(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` in-order bytes (b"" if none)."""
+        ready = self._ready
+        if not ready or max_bytes <= 0:
+            return b""
+        first = ready[0]
+        if len(first) <= max_bytes and (len(ready) == 1 or len(first) == max_bytes):
+            ready.popleft()
+            self._ready_len -= len(first)
+            return bytes(first)
+        parts = []
+        need = max_bytes
+        while ready and need > 0:
+            c = ready[0]
+            if len(c) <= need:
+                parts.append(c)
+                ready.popleft()
+                need -= len(c)
+            else:
+                parts.append(memoryview(c)[:need])
+                ready[0] = memoryview(c)[need:]
+                need = 0
+        out = b"".join(parts)
+        self._ready_len -= len(out)
+        return out
+
+    def clear(self) -> int:
+        """Discard everything (abort); returns the unread in-order byte count."""
+        n = self._ready_len
+        self._ready.clear()
+        self._ready_len = 0
+        self._ooo_starts.clear()
+        self._ooo_ends.clear()
+        self._ooo_data.clear()
+        self._ooo_bytes = 0
+        return n

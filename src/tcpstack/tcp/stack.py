@@ -1,0 +1,392 @@
+"""The host: demultiplexing, listeners, ports, ISNs, TIME-WAIT, timers, output.
+
+The stack is sans-I/O (DESIGN.md): the driver calls
+
+* ``receive(packet, now)`` for every IP packet that arrives,
+* ``poll(now)`` when ``next_deadline()`` is due,
+* ``transmit()`` to collect the packets to put on the wire,
+
+and user calls (``connect``, ``listen``, then methods of ``Connection`` and
+``Listener``) carry ``now`` too.  Time is an int in microseconds.
+
+Timers: one binary heap of ``(when, tiebreak, owner)``.  Each owner
+(connection, half-open request, TIME-WAIT record) keeps ``timer_at``, the
+time of its earliest pending heap entry.  Re-arming *later* (the common case:
+every ACK pushes the RTO back) costs nothing; the early entry fires, the
+owner finds nothing due and re-arms once.  Re-arming *earlier* pushes a new
+entry.  So an idle connection has at most one heap entry and costs nothing
+per tick.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..wire.errors import ChecksumError, IPChecksumError, MalformedPacket
+from ..wire.ip import build_ip_tcp, parse_ip_tcp
+from ..wire.tcp import ACK, RST, Segment
+from . import events as ev
+from .config import Config
+from .connection import Connection
+from .events import Event
+from .isn import IsnGenerator, Key, Rfc6528Isn, keyed_offset
+from .listener import Listener
+from .mib import Mib
+from .state import State
+from .timewait import TimeWait
+
+S = State
+EADDRINUSE = 98
+EADDRNOTAVAIL = 99
+
+
+class TimerOwner(Protocol):
+    timer_at: int | None
+
+    def on_timer(self, now: int) -> None: ...
+
+
+class Stack:
+    """One host's TCP.  ``addresses`` are the IPv4/IPv6 addresses it answers for."""
+
+    def __init__(
+        self,
+        addresses: list[str] | tuple[str, ...] = ("198.18.0.2",),
+        config: Config | None = None,
+        *,
+        mtu: int = 1500,
+        isn: IsnGenerator | None = None,
+        secret: bytes | None = None,
+        seed: int | None = None,
+        ts_offset: Callable[[Key], int] | None = None,
+        name: str = "stack",
+    ) -> None:
+        self.name = name
+        self.addresses = list(addresses)
+        self.config = config if config is not None else Config()
+        self.mtu = mtu
+        self.secret = secret if secret is not None else (os.urandom(32) if seed is None else random.Random(seed).randbytes(32))
+        self.isn: IsnGenerator = isn if isn is not None else Rfc6528Isn(self.secret)
+        self._ts_offset = ts_offset
+        self.rng = random.Random(seed if seed is not None else int.from_bytes(self.secret[:8], "big"))
+        self.mib = Mib()
+        self.observers: list[Callable[[Event], None]] = []
+
+        self.conns: dict[Key, Connection] = {}
+        self.listeners: dict[tuple[str, int], Listener] = {}
+        self.timewait: dict[Key, TimeWait] = {}
+        self._timers: list[tuple[int, int, Any]] = []
+        self._tiebreak = 0
+        self._outq: list[bytes] = []
+        self._next_id = 1
+        self._challenge_window = 0
+        self._challenge_count = 0
+
+    # ------------------------------------------------------------------ driver API
+    def receive(self, packet: bytes | memoryview, now: int) -> None:
+        """A packet arrived from the network."""
+        mib = self.mib
+        try:
+            src, dst, seg = parse_ip_tcp(packet)
+        except ChecksumError as exc:
+            mib.InErrs += 1
+            mib.InCsumErrors += 1
+            self._emit_drop(now, f"bad checksum: {exc.reason}")
+            return
+        except IPChecksumError as exc:
+            self._emit_drop(now, f"bad IPv4 header checksum: {exc.reason}")
+            return
+        except MalformedPacket as exc:
+            mib.InErrs += 1
+            self._emit_drop(now, f"malformed: {exc.reason}")
+            return
+        mib.InSegs += 1
+        if dst not in self.addresses:
+            self._emit_drop(now, f"not for us: {dst}")
+            return
+        key = (dst, seg.dst_port, src, seg.src_port)
+        conn = self.conns.get(key)
+        if conn is not None:
+            if self.observers:
+                self._emit(now, conn, ev.RECV, seg)
+            conn.on_segment(seg, now)
+            return
+        tw = self.timewait.get(key)
+        isn = None
+        if tw is not None:
+            if self.observers:
+                self._emit_raw(now, tw.conn_id, ev.RECV, key, seg)
+            isn = tw.on_segment(seg, now)
+            if isn is None:
+                return
+            # A SYN that TIME-WAIT accepts as a new connection (RFC 6191) goes to the listener.
+        listener = self.listeners.get((dst, seg.dst_port)) or self.listeners.get(("", seg.dst_port))
+        if listener is not None:
+            listener.on_segment(src, dst, seg, now, isn)
+            return
+        if self.observers:
+            self._emit_raw(now, 0, ev.RECV, key, seg)
+        self._closed_port(src, dst, seg, now)
+
+    def poll(self, now: int) -> None:
+        """Fire every timer due at or before ``now``."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            when, _, owner = heapq.heappop(timers)
+            if owner.timer_at != when:
+                continue  # stale: the owner re-armed earlier, or was released
+            owner.timer_at = None
+            owner.on_timer(now)
+
+    def next_deadline(self) -> int | None:
+        timers = self._timers
+        while timers:
+            when, _, owner = timers[0]
+            if owner.timer_at == when:
+                return when
+            heapq.heappop(timers)
+        return None
+
+    def transmit(self) -> list[bytes]:
+        """Packets to put on the wire, in order (the queue is emptied)."""
+        out = self._outq
+        if out:
+            self._outq = []
+        return out
+
+    # ------------------------------------------------------------------ user API
+    def listen(self, port: int, now: int, addr: str = "", backlog: int = 128, reuse: bool = False) -> Listener:
+        """Passive OPEN (§3.10.1): a listener on addr:port ("" = every local address)."""
+        if not 0 < port < 65536:
+            raise ValueError(f"port must be 1..65535, got {port}")
+        if addr and addr not in self.addresses:
+            raise OSError(EADDRNOTAVAIL, f"cannot bind to {addr}: not an address of this stack ({', '.join(self.addresses)})")
+        if (addr, port) in self.listeners or ("", port) in self.listeners or (not addr and any(p == port for _, p in self.listeners)):
+            raise OSError(EADDRINUSE, f"address already in use: port {port} has a listener")
+        if not reuse and any(k[1] == port and (not addr or k[0] == addr) for k in self.conns):
+            raise OSError(EADDRINUSE, f"address already in use: port {port} has connections (set SO_REUSEADDR)")
+        lst = Listener(self, self._new_id(), addr, port, backlog, now)
+        self.listeners[(addr, port)] = lst
+        return lst
+
+    def connect(
+        self,
+        remote_addr: str,
+        remote_port: int,
+        now: int,
+        local_addr: str | None = None,
+        local_port: int | None = None,
+        *,
+        setup: Callable[[Connection], None] | None = None,
+    ) -> Connection:
+        """Active OPEN (§3.10.1): sends a SYN; the connection is in SYN-SENT.
+        ``setup`` runs on the TCB before the SYN goes out (socket options)."""
+        if not 0 < remote_port < 65536:
+            raise ValueError(f"port must be 1..65535, got {remote_port}")
+        if local_addr is None:
+            local_addr = self._source_for(remote_addr)
+        elif local_addr not in self.addresses:
+            raise OSError(EADDRNOTAVAIL, f"cannot bind to {local_addr}: not an address of this stack")
+        if local_port is None:
+            local_port = self._ephemeral_port(local_addr, remote_addr, remote_port, now)
+        key = (local_addr, local_port, remote_addr, remote_port)
+        if key in self.conns:
+            raise OSError(EADDRINUSE, f"address already in use: {local_addr}:{local_port} -> {remote_addr}:{remote_port}")
+        tw = self.timewait.get(key)
+        if tw is not None:
+            self._drop_timewait(tw)  # tw_reuse checked by _ephemeral_port / the caller's bind
+        conn = Connection(self, self._new_id(), (local_addr, local_port), (remote_addr, remote_port), now)
+        if setup is not None:
+            setup(conn)
+        self.conns[key] = conn
+        conn.open_active(self.isn(key, now), now)
+        return conn
+
+    # ------------------------------------------------------------------ helpers used by the engine
+    def mss_for(self, remote: str) -> int:
+        """MSS from the interface MTU: MTU - 40 (IPv4) or - 60 (IPv6) (RFC 9293 §3.7.1)."""
+        return self.mtu - (60 if ":" in remote else 40)
+
+    def rcv_wscale(self) -> int:
+        """The window scale we offer, chosen as Linux does from tcp_rmem's maximum:
+        the smallest shift that lets a 16-bit window cover it (RFC 7323 §2.3)."""
+        space = self.config.tcp_rmem[2]
+        ws = 0
+        while space > 0xFFFF and ws < 14:
+            space >>= 1
+            ws += 1
+        return ws
+
+    def ts_offset_for(self, key: Key) -> int:
+        if self._ts_offset is not None:
+            return self._ts_offset(key)
+        return keyed_offset(self.secret, key)
+
+    def challenge_ack_allowed(self, now: int) -> bool:
+        """RFC 5961 §7: limit challenge ACKs (Linux: tcp_challenge_ack_limit per second)."""
+        sec = now // 1_000_000
+        if sec != self._challenge_window:
+            self._challenge_window = sec
+            self._challenge_count = 0
+        self._challenge_count += 1
+        return self._challenge_count <= 1000
+
+    def _new_id(self) -> int:
+        i = self._next_id
+        self._next_id += 1
+        return i
+
+    def _source_for(self, remote: str) -> str:
+        v6 = ":" in remote
+        for a in self.addresses:
+            if (":" in a) == v6:
+                return a
+        raise OSError(EADDRNOTAVAIL, f"no local {'IPv6' if v6 else 'IPv4'} address to reach {remote}")
+
+    def _ephemeral_port(self, local: str, remote: str, rport: int, now: int) -> int:
+        """A free port in ip_local_port_range for this 4-tuple (RFC 6056 style: random start).
+        Running out gives EADDRNOTAVAIL, as connect(2) does."""
+        lo, hi = self.config.ip_local_port_range
+        span = hi - lo + 1
+        start = self.rng.randrange(span)
+        conns, tws, listeners = self.conns, self.timewait, self.listeners
+        for i in range(span):
+            port = lo + (start + i) % span
+            key = (local, port, remote, rport)
+            if key in conns or (local, port) in listeners or ("", port) in listeners:
+                continue
+            tw = tws.get(key)
+            if tw is not None and not tw.reusable(now, self.config, local):
+                continue
+            return port
+        raise OSError(EADDRNOTAVAIL, f"no free local port in ip_local_port_range {lo}-{hi} to {remote}:{rport} (EADDRNOTAVAIL)")
+
+    def _arm(self, owner: TimerOwner, when: int) -> None:
+        t = owner.timer_at
+        if t is None or when < t:
+            owner.timer_at = when
+            self._tiebreak += 1
+            heapq.heappush(self._timers, (when, self._tiebreak, owner))
+
+    def _output(self, conn: Connection | None, seg: Segment, now: int, local: str | None = None, remote: str | None = None) -> None:
+        if conn is not None:
+            local, remote = conn.local_addr, conn.remote_addr
+            conn.segs_out += 1
+        assert local is not None and remote is not None
+        self._outq.append(build_ip_tcp(local, remote, seg))
+        self.mib.OutSegs += 1
+        if self.observers:
+            if conn is not None:
+                self._emit(now, conn, ev.SEND, seg)
+            else:
+                self._emit_raw(now, 0, ev.SEND, (local, seg.src_port, remote, seg.dst_port), seg)
+
+    def output_raw(self, conn_id: int, local: str, remote: str, seg: Segment, now: int) -> None:
+        """Send a segment on behalf of a compact record (request, TIME-WAIT)."""
+        self._outq.append(build_ip_tcp(local, remote, seg))
+        self.mib.OutSegs += 1
+        if seg.flags & RST:
+            self.mib.OutRsts += 1
+        if self.observers:
+            self._emit_raw(now, conn_id, ev.SEND, (local, seg.src_port, remote, seg.dst_port), seg)
+
+    def reply_rst(self, local: str, remote: str, bad: Segment, now: int, conn: Connection | None = None, conn_id: int = 0) -> None:
+        """The reset rules of §3.10.7.1 (and LISTEN/SYN-SENT): if the segment has
+        an ACK, <SEQ=SEG.ACK><CTL=RST>; else <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>."""
+        if bad.flags & RST:
+            return
+        if bad.flags & ACK:
+            rst = Segment(bad.dst_port, bad.src_port, bad.ack, 0, RST, 0)
+        else:
+            rst = Segment(bad.dst_port, bad.src_port, 0, (bad.seq + bad.seg_len) & 0xFFFFFFFF, RST | ACK, 0)
+        self.output_raw(conn.conn_id if conn is not None else conn_id, local, remote, rst, now)
+
+    def _closed_port(self, src: str, dst: str, seg: Segment, now: int) -> None:
+        """§3.10.7.1 CLOSED: everything but a RST is answered with a RST."""
+        self._emit_drop(now, f"no socket for {dst}:{seg.dst_port}", seg)
+        self.reply_rst(dst, src, seg, now)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _state_changed(self, conn: Connection, old: State, new: State, now: int, cause: str) -> None:
+        mib = self.mib
+        if old is S.CLOSED and new is S.SYN_SENT:
+            mib.ActiveOpens += 1
+        was = old in (S.ESTABLISHED, S.CLOSE_WAIT)
+        is_ = new in (S.ESTABLISHED, S.CLOSE_WAIT)
+        if is_ and not was:
+            mib.CurrEstab += 1
+        elif was and not is_:
+            mib.CurrEstab -= 1
+            if new is S.CLOSED:
+                mib.EstabResets += 1  # Linux counts ESTABLISHED/CLOSE-WAIT -> CLOSE as a reset
+        if new is S.CLOSED:
+            if old in (S.SYN_SENT, S.SYN_RECEIVED):
+                mib.AttemptFails += 1
+            if self.conns.get(conn.key) is conn:
+                del self.conns[conn.key]
+            conn.timer_at = None
+        if self.observers:
+            self._emit(now, conn, ev.STATE, (old, new, cause))
+
+    def _enter_time_wait(self, conn: Connection, now: int) -> None:
+        """Replace the TCB by a compact TIME-WAIT record (timewait.py)."""
+        if self.conns.get(conn.key) is conn:
+            del self.conns[conn.key]
+        conn.timer_at = None
+        if len(self.timewait) >= self.config.tcp_max_tw_buckets:
+            # Linux: "TCP: time wait bucket table overflow"; the socket closes at once.
+            self.mib.TCPTimeWaitOverflow += 1
+            conn.set_state(S.CLOSED, now, "tcp_max_tw_buckets overflow")
+            return
+        tw = TimeWait.from_connection(conn, now)
+        self.timewait[conn.key] = tw
+        self._arm(tw, tw.expires)
+
+    def _drop_timewait(self, tw: TimeWait) -> None:
+        if self.timewait.get(tw.key) is tw:
+            del self.timewait[tw.key]
+        tw.timer_at = None
+
+    def _timewait_done(self, tw: TimeWait, now: int, cause: str) -> None:
+        self._drop_timewait(tw)
+        self.mib.TW += 1
+        conn = tw.conn()
+        if conn is not None and conn.state is S.TIME_WAIT:
+            conn.set_state(S.CLOSED, now, cause)
+        elif self.observers:
+            self._emit_raw(now, tw.conn_id, ev.STATE, tw.key, (S.TIME_WAIT, S.CLOSED, cause))
+
+    def _emit(self, now: int, conn: Connection, kind: str, detail: Any) -> None:
+        e = Event(now, conn.conn_id, kind, (conn.local_addr, conn.local_port), (conn.remote_addr, conn.remote_port), detail)
+        for obs in self.observers:
+            obs(e)
+
+    def _emit_raw(self, now: int, conn_id: int, kind: str, key: Key, detail: Any) -> None:
+        e = Event(now, conn_id, kind, (key[0], key[1]), (key[2], key[3]), detail)
+        for obs in self.observers:
+            obs(e)
+
+    def _emit_drop(self, now: int, reason: str, seg: Segment | None = None) -> None:
+        if self.observers:
+            e = Event(now, 0, ev.DROP, None, None, reason)
+            for obs in self.observers:
+                obs(e)
+
+    # ------------------------------------------------------------------ views
+    def sockets(self) -> list[Any]:
+        """Every socket: listeners, connections, TIME-WAIT records (for ss/stat)."""
+        return [*self.listeners.values(), *self.conns.values(), *self.timewait.values()]
+
+    def state_counts(self) -> dict[str, int]:
+        counts = {s.value: 0 for s in State}
+        for lst in self.listeners.values():
+            counts[S.LISTEN.value] += 1
+            counts[S.SYN_RECEIVED.value] += len(lst.requests)
+        for c in self.conns.values():
+            counts[c.state.value] += 1
+        counts[S.TIME_WAIT.value] += len(self.timewait)
+        return counts

@@ -1,0 +1,390 @@
+"""Data transfer, flow control, retransmission and every way of closing."""
+
+from __future__ import annotations
+
+import pytest
+
+from tcpstack.tcp import FixedIsn, Stack
+
+from .conftest import (
+    ACK, FIN, IRS, ISS, LPORT, MSS_OPT, PSH, REMOTE, RPORT, RST, SYN, Peer, State,
+    established_client, established_server, make_stack, out, plain_config, seg,
+)
+
+C = ISS + 1  # our first data sequence number
+P = IRS + 1  # the peer's first data sequence number
+
+
+# ---------------------------------------------------------------- data
+def test_send_small_write_goes_out_with_psh(stack, peer):
+    conn = established_client(stack, peer)
+    assert conn.send(b"hello", 2000) == 5
+    assert peer.recv() == [out(C, P, PSH | ACK, payload=b"hello")]
+
+
+def test_receive_in_order_data_is_delivered_and_acked(stack, peer):
+    conn = established_client(stack, peer)
+    # Quick-ACK mode at connection start: each segment is ACKed at once (Linux).
+    assert peer.send(2000, seg(P, C, PSH | ACK, payload=b"abc")) == [out(C, P + 3, ACK)]
+    assert conn.recv(100, 2001) == b"abc"
+    assert conn.recv(100, 2002) is None
+
+
+def test_large_write_is_cut_into_mss_segments_within_cwnd(stack, peer):
+    conn = established_client(stack, peer)
+    data = bytes(range(256)) * 100  # 25,600 bytes
+    conn.send(data, 2000)
+    segs = peer.recv()
+    # Initial window 10 segments (RFC 6928); MSS 1460.
+    assert [len(s.payload) for s in segs] == [1460] * 10
+    assert segs[0].seq == C and segs[1].seq == C + 1460
+    assert b"".join(bytes(s.payload) for s in segs) == data[:14600]
+
+
+def test_out_of_order_segments_are_reassembled(stack, peer):
+    conn = established_client(stack, peer)
+    # Hole at P: the later segment is queued and a duplicate ACK goes out at once.
+    assert peer.send(2000, seg(P + 3, C, ACK, payload=b"def")) == [out(C, P, ACK)]
+    assert conn.recv(10, 2001) is None
+    assert peer.send(2002, seg(P, C, ACK, payload=b"abc")) == [out(C, P + 6, ACK)]
+    assert conn.recv(10, 2003) == b"abcdef"
+
+
+def test_overlapping_retransmission_is_trimmed(stack, peer):
+    conn = established_client(stack, peer)
+    peer.send(2000, seg(P, C, ACK, payload=b"abc"))
+    # Overlaps the first 3 bytes: only "de" is new (§3.10.7.4: only new parts processed).
+    assert peer.send(2001, seg(P, C, ACK, payload=b"abcde")) == [out(C, P + 5, ACK)]
+    assert conn.recv(10, 2002) == b"abcde"
+
+
+def test_ack_frees_send_buffer_and_stops_timer(stack, peer):
+    conn = established_client(stack, peer)
+    conn.send(b"x" * 100, 2000)
+    peer.recv()
+    assert conn.rtx_at is not None
+    peer.send(3000, seg(P, C + 100, ACK))
+    assert len(conn.sendbuf) == 0 and conn.rtx_at is None
+    assert conn.rtt.samples == 2  # the SYN and the data
+
+
+def test_rto_retransmits_and_backs_off(stack, peer):
+    conn = established_client(stack, peer)
+    conn.send(b"data", 2000)
+    first = peer.recv()
+    rto = conn.rtt.rto
+    assert peer.poll(2000 + rto - 1) == []
+    again = peer.poll(2000 + rto)
+    assert again == first
+    assert conn.rtt.rto == min(2 * rto, conn.rtt.max_rto)
+    assert stack.mib.RetransSegs == 1 and stack.mib.TCPTimeouts == 1
+
+
+def test_retries2_exhausted_gives_timeout_error(stack, peer):
+    stack.config.tcp_retries2 = 3
+    conn = established_client(stack, peer)
+    conn.send(b"data", 2000)
+    peer.recv()
+    t = 2000
+    for _ in range(10):
+        d = stack.next_deadline()
+        if d is None:
+            break
+        t = d
+        peer.poll(t)
+    assert conn.state is State.CLOSED
+    assert isinstance(conn.error, TimeoutError)
+    with pytest.raises(TimeoutError):
+        conn.send(b"more", t)
+
+
+def test_fast_retransmit_on_three_duplicate_acks(stack, peer):
+    conn = established_client(stack, peer)
+    conn.send(b"z" * (1460 * 6), 2000)
+    segs = peer.recv()
+    assert len(segs) == 6
+    # The first segment is lost; the peer ACKs P/C three times for later segments.
+    for i in range(3):
+        r = peer.send(3000 + i, seg(P, C, ACK))
+    assert r[0] == segs[0]
+    assert stack.mib.TCPFastRetrans == 1
+    assert conn.in_recovery
+
+
+def test_zero_window_persist_probe_and_reopen(stack, peer):
+    conn = established_client(stack, peer)
+    peer.send(2000, seg(P, C, ACK, win=0))  # the peer closes its window
+    assert conn.snd_wnd == 0
+    conn.send(b"blocked", 3000)
+    assert peer.recv() == []
+    t = stack.next_deadline()
+    assert t is not None
+    # Linux-style probe: zero length, SEQ = SND.UNA - 1.
+    assert peer.poll(t) == [out(C - 1, P, ACK)]
+    t2 = stack.next_deadline()
+    assert t2 - t > t - 3000  # backed off
+    # The window opens (the probe's answer): data flows.
+    assert peer.send(t + 10, seg(P, C, ACK, win=1000)) == [out(C, P, PSH | ACK, payload=b"blocked")]
+
+
+def test_receiver_window_shrinks_with_unread_data_and_reopens(peer):
+    st = peer.stack
+    st.config.tcp_rmem = (4096, 4096, 4096)
+    conn = established_client(st, peer)
+    r = peer.send(2000, seg(P, C, ACK, payload=b"a" * 3000))
+    assert r == [out(C, P + 3000, ACK, win=1096)]
+    r = peer.send(2001, seg(P + 3000, C, ACK, payload=b"b" * 1096))
+    assert r == [out(C, P + 4096, ACK, win=0)]
+    # Beyond the window: dropped and ACKed.
+    assert peer.send(2002, seg(P + 4096, C, ACK, payload=b"c")) == [out(C, P + 4096, ACK, win=0)]
+    # The application reads: a window update announces the space.
+    assert conn.recv(4096, 2003) == b"a" * 3000 + b"b" * 1096
+    assert peer.recv() == [out(C, P + 4096, ACK, win=4096)]
+
+
+def test_nagle_holds_small_segment_until_ack(stack, peer):
+    conn = established_client(stack, peer)
+    conn.send(b"a", 2000)
+    assert len(peer.recv()) == 1
+    conn.send(b"b", 2001)
+    conn.send(b"c", 2002)
+    assert peer.recv() == []  # Nagle: outstanding data, small segment waits
+    assert peer.send(3000, seg(P, C + 1, ACK)) == [out(C + 1, P, PSH | ACK, payload=b"bc")]
+
+
+def test_nodelay_sends_small_segments_at_once(stack, peer):
+    conn = established_client(stack, peer)
+    conn.nodelay = True
+    conn.send(b"a", 2000)
+    conn.send(b"b", 2001)
+    assert [bytes(s.payload) for s in peer.recv()] == [b"a", b"b"]
+
+
+def test_sequence_numbers_wrap():
+    """ISS just below 2**32: data crosses the wrap without a hiccup."""
+    iss = 0xFFFFFFFF - 10
+    st = Stack(["198.18.0.2"], plain_config(), isn=FixedIsn(iss), seed=1, ts_offset=lambda k: 0)
+    peer = Peer(st)
+    conn = st.connect(REMOTE, RPORT, 0, local_port=LPORT)
+    peer.recv()
+    irs = 0xFFFFFFFF - 3
+    peer.send(10, seg(irs, iss + 1, SYN | ACK, opts=MSS_OPT))
+    peer.recv()
+    conn.send(b"0123456789abcdefghij", 20)
+    (d,) = peer.recv()
+    assert d.seq == (iss + 1) & 0xFFFFFFFF and d.ack == (irs + 1) & 0xFFFFFFFF
+    peer.send(30, seg(irs + 1, iss + 21, ACK, payload=b"wrapping-data"))
+    assert conn.recv(100, 31) == b"wrapping-data"
+    assert conn.snd_una == (iss + 21) & 0xFFFFFFFF
+    assert len(conn.sendbuf) == 0
+
+
+# ---------------------------------------------------------------- RFC 5961
+def test_in_window_rst_not_exact_gets_challenge_ack(stack, peer):
+    conn = established_client(stack, peer)
+    assert peer.send(2000, seg(P + 10, 0, RST)) == [out(C, P, ACK)]
+    assert conn.state is State.ESTABLISHED
+    assert stack.mib.TCPChallengeACK == 1
+
+
+def test_exact_rst_resets(stack, peer):
+    conn = established_client(stack, peer)
+    assert peer.send(2000, seg(P, 0, RST)) == []
+    assert conn.state is State.CLOSED
+    assert isinstance(conn.error, ConnectionResetError)
+    assert stack.mib.EstabResets == 1 and stack.mib.CurrEstab == 0
+
+
+def test_out_of_window_rst_is_dropped_silently(stack, peer):
+    conn = established_client(stack, peer)
+    assert peer.send(2000, seg(P + 10_000_000, 0, RST)) == []
+    assert conn.state is State.ESTABLISHED
+
+
+def test_syn_in_established_gets_challenge_ack(stack, peer):
+    conn = established_client(stack, peer)
+    assert peer.send(2000, seg(P + 100, 0, SYN, opts=MSS_OPT)) == [out(C, P, ACK)]
+    assert conn.state is State.ESTABLISHED
+
+
+def test_ack_beyond_snd_nxt_is_dropped_with_ack(stack, peer):
+    conn = established_client(stack, peer)
+    assert peer.send(2000, seg(P, C + 5000, ACK, payload=b"zz")) == [out(C, P, ACK)]
+    assert conn.recv(10, 2001) is None  # the data was dropped with it
+
+
+def test_unacceptable_sequence_number_gets_ack(stack, peer):
+    conn = established_client(stack, peer)
+    assert peer.send(2000, seg(P - 5000, C, ACK, payload=b"old")) == [out(C, P, ACK)]
+    assert conn.recv(10, 2001) is None
+
+
+# ---------------------------------------------------------------- closing
+def test_active_close_four_way_to_time_wait(stack, peer):
+    conn = established_client(stack, peer)
+    conn.close(2000)
+    assert peer.recv() == [out(C, P, FIN | ACK)]
+    assert conn.state is State.FIN_WAIT_1
+    assert peer.send(3000, seg(P, C + 1, ACK)) == []
+    assert conn.state is State.FIN_WAIT_2
+    assert peer.send(4000, seg(P, C + 1, FIN | ACK)) == [out(C + 1, P + 1, ACK)]
+    assert conn.state is State.TIME_WAIT
+    assert stack.conns == {} and len(stack.timewait) == 1
+    # 2*MSL = 60 s: a retransmitted FIN is ACKed again and restarts the timer.
+    assert peer.send(30_004_000, seg(P, C + 1, FIN | ACK)) == [out(C + 1, P + 1, ACK)]
+    peer.poll(64_004_000)
+    assert conn.state is State.TIME_WAIT
+    peer.poll(90_004_000)
+    assert conn.state is State.CLOSED and stack.timewait == {}
+    assert conn.history == [State.CLOSED, State.SYN_SENT, State.ESTABLISHED, State.FIN_WAIT_1,
+                            State.FIN_WAIT_2, State.TIME_WAIT, State.CLOSED]
+
+
+def test_passive_close_close_wait_last_ack(stack, peer):
+    lst, conn = established_server(stack, peer)
+    assert peer.send(2000, seg(P, C, FIN | ACK)) == [out(C, P + 1, ACK)]
+    assert conn.state is State.CLOSE_WAIT
+    assert conn.recv(10, 2001) == b""  # end of stream
+    conn.close(3000)
+    assert peer.recv() == [out(C, P + 1, FIN | ACK)]
+    assert conn.state is State.LAST_ACK
+    assert peer.send(4000, seg(P + 1, C + 1, ACK)) == []
+    assert conn.state is State.CLOSED
+    assert conn.history[-4:] == [State.ESTABLISHED, State.CLOSE_WAIT, State.LAST_ACK, State.CLOSED]
+
+
+def test_close_wait_is_held_until_the_application_closes(stack, peer):
+    lst, conn = established_server(stack, peer)
+    peer.send(2000, seg(P, C, FIN | ACK))
+    for t in (10**7, 10**9, 10**11):
+        peer.poll(t)
+        assert conn.state is State.CLOSE_WAIT
+    assert stack.next_deadline() is None  # no timer: CLOSE-WAIT costs nothing while it waits
+
+
+def test_fin_with_data_delivers_data_then_eof(stack, peer):
+    conn = established_client(stack, peer)
+    assert peer.send(2000, seg(P, C, FIN | PSH | ACK, payload=b"bye")) == [out(C, P + 4, ACK)]
+    assert conn.recv(10, 2001) == b"bye"
+    assert conn.recv(10, 2002) == b""
+
+
+def test_out_of_order_fin_waits_for_the_data(stack, peer):
+    conn = established_client(stack, peer)
+    assert peer.send(2000, seg(P + 3, C, FIN | ACK, payload=b"def")) == [out(C, P, ACK)]
+    assert conn.state is State.ESTABLISHED
+    assert peer.send(2001, seg(P, C, ACK, payload=b"abc")) == [out(C, P + 7, ACK)]
+    assert conn.state is State.CLOSE_WAIT
+    assert conn.recv(10, 2002) == b"abcdef"
+
+
+def test_simultaneous_close_goes_through_closing(stack, peer):
+    conn = established_client(stack, peer)
+    conn.close(2000)
+    assert peer.recv() == [out(C, P, FIN | ACK)]
+    # The peer's FIN crosses ours (it does not ACK our FIN yet).
+    assert peer.send(2001, seg(P, C, FIN | ACK)) == [out(C + 1, P + 1, ACK)]
+    assert conn.state is State.CLOSING
+    assert peer.send(2002, seg(P + 1, C + 1, ACK)) == []
+    assert conn.state is State.TIME_WAIT
+
+
+def test_fin_and_ack_of_fin_together_go_straight_to_time_wait(stack, peer):
+    conn = established_client(stack, peer)
+    conn.close(2000)
+    peer.recv()
+    assert peer.send(2001, seg(P, C + 1, FIN | ACK)) == [out(C + 1, P + 1, ACK)]
+    assert conn.state is State.TIME_WAIT
+    assert State.CLOSING not in conn.history and State.FIN_WAIT_2 not in conn.history
+
+
+def test_half_close_keeps_receiving(stack, peer):
+    conn = established_client(stack, peer)
+    conn.shutdown(2000)  # SHUT_WR: the RFC's CLOSE
+    assert peer.recv() == [out(C, P, FIN | ACK)]
+    peer.send(2001, seg(P, C + 1, ACK))
+    assert conn.state is State.FIN_WAIT_2
+    peer.send(2002, seg(P, C + 1, PSH | ACK, payload=b"still talking"))
+    assert conn.recv(100, 2003) == b"still talking"
+    with pytest.raises(BrokenPipeError):
+        conn.send(b"no", 2004)
+
+
+def test_close_with_unread_data_sends_rst(stack, peer):
+    conn = established_client(stack, peer)
+    peer.send(2000, seg(P, C, ACK, payload=b"unread"))
+    conn.close(2001)
+    assert peer.recv() == [out(C, P + 6, RST | ACK, 0)]
+    assert conn.state is State.CLOSED
+    assert stack.mib.TCPAbortOnClose == 1
+
+
+def test_abort_sends_rst(stack, peer):
+    conn = established_client(stack, peer)
+    conn.abort(2000)
+    assert peer.recv() == [out(C, P, RST | ACK, 0)]
+    assert conn.state is State.CLOSED
+
+
+def test_orphaned_fin_wait_2_ends_after_fin_timeout(stack, peer):
+    conn = established_client(stack, peer)
+    conn.close(2000)
+    peer.recv()
+    peer.send(3000, seg(P, C + 1, ACK))
+    assert conn.state is State.FIN_WAIT_2
+    peer.poll(3000 + 60_000_000 - 1)
+    assert conn.state is State.FIN_WAIT_2
+    peer.poll(3000 + 60_000_000)
+    assert conn.state is State.CLOSED
+
+
+def test_data_after_close_is_answered_with_rst(stack, peer):
+    conn = established_client(stack, peer)
+    conn.close(2000)
+    peer.recv()
+    r = peer.send(3000, seg(P, C + 1, ACK, payload=b"late"))
+    assert r == [out(C + 1, P, RST | ACK, 0)]
+    assert stack.mib.TCPAbortOnData == 1
+    assert conn.state is State.CLOSED
+
+
+def test_rst_in_time_wait_kills_it_unless_rfc1337(stack, peer):
+    conn = established_client(stack, peer)
+    conn.close(2000)
+    peer.recv()
+    peer.send(2001, seg(P, C + 1, FIN | ACK))
+    peer.recv()
+    assert conn.state is State.TIME_WAIT
+    peer.send(2002, seg(P + 1, 0, RST))
+    assert conn.state is State.CLOSED
+
+
+def test_rfc1337_rst_does_not_assassinate_time_wait():
+    st = make_stack(plain_config(tcp_rfc1337=1))
+    peer = Peer(st)
+    conn = established_client(st, peer)
+    conn.close(2000)
+    peer.recv()
+    peer.send(2001, seg(P, C + 1, FIN | ACK))
+    peer.recv()
+    peer.send(2002, seg(P + 1, 0, RST))
+    assert conn.state is State.TIME_WAIT
+
+
+def test_new_syn_with_higher_seq_reuses_time_wait(stack, peer):
+    lst = stack.listen(LPORT, 0)
+    lst2, conn = lst, None
+    peer.send(0, seg(IRS, 0, SYN, opts=MSS_OPT))
+    peer.recv()
+    peer.send(10, seg(IRS + 1, ISS + 1, ACK))
+    conn = lst.accept()
+    conn.close(20)  # the server closes first: TIME-WAIT on the server
+    peer.recv()
+    peer.send(30, seg(IRS + 1, ISS + 2, FIN | ACK))
+    peer.recv()
+    assert conn.state is State.TIME_WAIT
+    r = peer.send(40, seg(IRS + 100_000, 0, SYN, opts=MSS_OPT))
+    assert len(r) == 1 and r[0].flags == SYN | ACK
+    assert r[0].seq == (ISS + 2 + 65535 + 2) & 0xFFFFFFFF
+    assert stack.timewait == {}
+    del lst2
