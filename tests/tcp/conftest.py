@@ -95,11 +95,11 @@ def established_server(stack: Stack, peer: Peer, now: int = 0):
     return lst, conn
 
 
-def established_client(stack: Stack, peer: Peer, now: int = 0):
-    """An active connection in ESTABLISHED."""
+def established_client(stack: Stack, peer: Peer, now: int = 0, win: int = 65535):
+    """An active connection in ESTABLISHED (``win``: the window we advertise)."""
     conn = stack.connect(REMOTE, RPORT, now, local_port=LPORT)
-    assert peer.recv() == [out(ISS, 0, SYN, 65535, opts=MSS_OPT)]
+    assert peer.recv() == [out(ISS, 0, SYN, win, opts=MSS_OPT)]
     r = peer.send(now + 1000, seg(IRS, ISS + 1, SYN | ACK, 65535, opts=MSS_OPT))
-    assert r == [out(ISS + 1, IRS + 1, ACK)]
+    assert r == [out(ISS + 1, IRS + 1, ACK, win)]
     assert conn.state is State.ESTABLISHED
     return conn

@@ -7,8 +7,25 @@ import pytest
 from tcpstack.tcp import FixedIsn, Stack
 
 from .conftest import (
-    ACK, FIN, IRS, ISS, LPORT, MSS_OPT, PSH, REMOTE, RPORT, RST, SYN, Peer, State,
-    established_client, established_server, make_stack, out, plain_config, seg,
+    ACK,
+    FIN,
+    IRS,
+    ISS,
+    LPORT,
+    MSS_OPT,
+    PSH,
+    REMOTE,
+    RPORT,
+    RST,
+    SYN,
+    Peer,
+    State,
+    established_client,
+    established_server,
+    make_stack,
+    out,
+    plain_config,
+    seg,
 )
 
 C = ISS + 1  # our first data sequence number
@@ -130,7 +147,7 @@ def test_zero_window_persist_probe_and_reopen(stack, peer):
 def test_receiver_window_shrinks_with_unread_data_and_reopens(peer):
     st = peer.stack
     st.config.tcp_rmem = (4096, 4096, 4096)
-    conn = established_client(st, peer)
+    conn = established_client(st, peer, win=4096)
     r = peer.send(2000, seg(P, C, ACK, payload=b"a" * 3000))
     assert r == [out(C, P + 3000, ACK, win=1096)]
     r = peer.send(2001, seg(P + 3000, C, ACK, payload=b"b" * 1096))
@@ -289,13 +306,15 @@ def test_simultaneous_close_goes_through_closing(stack, peer):
     assert conn.state is State.TIME_WAIT
 
 
-def test_fin_and_ack_of_fin_together_go_straight_to_time_wait(stack, peer):
+def test_fin_and_ack_of_fin_together_go_to_time_wait_via_fin_wait_2(stack, peer):
+    """§3.10.7.4: the ACK step enters FIN-WAIT-2 "and continues processing in that
+    state"; the FIN step then enters TIME-WAIT (Linux does the same)."""
     conn = established_client(stack, peer)
     conn.close(2000)
     peer.recv()
     assert peer.send(2001, seg(P, C + 1, FIN | ACK)) == [out(C + 1, P + 1, ACK)]
-    assert conn.state is State.TIME_WAIT
-    assert State.CLOSING not in conn.history and State.FIN_WAIT_2 not in conn.history
+    assert conn.history[-3:] == [State.FIN_WAIT_1, State.FIN_WAIT_2, State.TIME_WAIT]
+    assert State.CLOSING not in conn.history
 
 
 def test_half_close_keeps_receiving(stack, peer):

@@ -8,8 +8,24 @@ from tcpstack.tcp import FixedIsn, Stack
 from tcpstack.wire.tcp import Opt
 
 from .conftest import (
-    ACK, IRS, ISS, LOCAL, LPORT, MSS_OPT, REMOTE, RPORT, RST, SYN, Peer, State,
-    established_client, established_server, make_stack, out, plain_config, seg,
+    ACK,
+    IRS,
+    ISS,
+    LOCAL,
+    LPORT,
+    MSS_OPT,
+    REMOTE,
+    RPORT,
+    RST,
+    SYN,
+    Peer,
+    State,
+    established_client,
+    established_server,
+    make_stack,
+    out,
+    plain_config,
+    seg,
 )
 
 

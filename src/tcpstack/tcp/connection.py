@@ -28,7 +28,7 @@ from .congestion import create as create_cc
 from .recvbuf import RecvBuffer
 from .rto import RtoEstimator
 from .sendbuf import SendBuffer
-from .state import CAN_RECEIVE, CAN_SEND, LEGAL, SYNCHRONIZED, State
+from .state import CAN_RECEIVE, CAN_SEND, LEGAL, State
 
 if TYPE_CHECKING:
     from .stack import Stack
@@ -70,7 +70,7 @@ class Connection:
         "key", "state", "passive", "history",
         # send sequence variables (§3.3.1)
         "iss", "snd_una", "snd_nxt", "snd_wnd", "snd_up", "snd_wl1", "snd_wl2", "max_snd_wnd",
-        "snd_mss", "snd_wscale", "rtx_nxt", "recover", "dupacks", "in_recovery",
+        "snd_mss", "snd_wscale", "rtx_nxt", "recover", "dupacks", "in_recovery", "snd_sml",
         # receive sequence variables
         "irs", "rcv_nxt", "rcv_wnd", "rcv_up", "rcv_adv", "rcv_mss", "rcv_wscale",
         "last_ack_sent", "ack_pending", "quickack", "delack_segs", "rcv_fin_seq",
@@ -116,6 +116,7 @@ class Connection:
         self.rcv_mss = mtu_mss
         self.snd_wscale = self.rcv_wscale = 0
         self.recover = 0
+        self.snd_sml = 0  # end of the last small segment sent (Minshall's Nagle)
         self.dupacks = 0
         self.in_recovery = False
 
@@ -214,7 +215,7 @@ class Connection:
         self.snd_una = iss
         self.snd_nxt = seq.add(iss, 1)
         self.rtx_nxt = self.snd_nxt
-        self.recover = iss
+        self.recover = self.snd_sml = iss
         self.rcv_wscale = self.stack.rcv_wscale() if self.config.tcp_window_scaling else 0
         self.set_state(S.SYN_SENT, now, "active OPEN")
         self._send_syn(now, ack=False)
@@ -258,7 +259,7 @@ class Connection:
             self.snd_una = iss
             self.snd_nxt = seq.add(iss, 1)
             self.rtx_nxt = self.snd_nxt
-            self.recover = iss
+            self.recover = self.snd_sml = iss
             self.passive = True
         # SND.WND <- SEG.WND (unscaled in a SYN), SND.WL1 <- SEG.SEQ (§3.10.7.3)
         self.snd_wnd = syn.window
@@ -759,9 +760,7 @@ class Connection:
         if self.rcv_fin_seq is not None and self.rcv_fin_seq == self.rcv_nxt and not self.eof:
             self._on_fin(now)
         elif fin_seq is not None and self.eof:
-            # A retransmitted FIN (our ACK was lost): acknowledge it again.
-            self.ack_pending = True
-            self._send_ack(now)
+            self._ack_now()  # a retransmitted FIN (our ACK was lost): acknowledge it again
 
     def _receive_text(self, data_seq: int, payload: bytes | memoryview, now: int) -> None:
         rcv_nxt = self.rcv_nxt
@@ -779,8 +778,7 @@ class Connection:
             n = max(0, wnd - off)
             if n == 0:
                 self.stack.mib.TCPZeroWindowDrop += 1
-                self.ack_pending = True
-                self._send_ack(now)
+                self._ack_now()
                 return
             payload = memoryview(payload)[:n]
         self.data_segs_in += 1
@@ -790,9 +788,7 @@ class Connection:
             self.bytes_received += advanced
             self._wake()
             if off > 0 or self.recvbuf.ooo_bytes or advanced > n:
-                # Filling a hole: ACK at once (RFC 5681 §4.2).
-                self.ack_pending = True
-                self._send_ack(now)
+                self._ack_now()  # filling a hole: ACK at once (RFC 5681 §4.2)
             else:
                 self._schedule_ack(n, now)
         else:
@@ -801,19 +797,23 @@ class Connection:
             else:
                 self.stack.mib.TCPOFOQueue += 1
             # Out-of-order segment: an immediate duplicate ACK (RFC 5681 §4.2, RFC 9293 §3.8.6.3).
-            self.ack_pending = True
-            self._send_ack(now)
+            self._ack_now()
 
     def _dsack_or_ack(self, now: int) -> None:
         # An old duplicate: ACK at once so a sender that lost our ACK moves on.
+        self._ack_now()
+
+    def _ack_now(self) -> None:
+        """An ACK is due without delay; it goes out once, at the end of segment
+        processing (or on a data segment sent meanwhile)."""
         self.ack_pending = True
-        self._send_ack(now)
+        self.delack_at = None
 
     def _on_fin(self, now: int) -> None:
         """§3.10.7.4 eighth: the FIN is in order."""
         self.rcv_nxt = seq.add(self.rcv_nxt, 1)
         self.eof = True
-        self.ack_pending = True
+        self._ack_now()
         self._wake()
         st = self.state
         if st in (S.SYN_RECEIVED, S.ESTABLISHED):
@@ -825,10 +825,8 @@ class Connection:
                 return
             self.set_state(S.CLOSING, now, "rcv FIN (simultaneous close)")
         elif st is S.FIN_WAIT_2:
-            self._send_ack(now)
+            self._send_ack(now)  # now: the TIME-WAIT record takes over from here
             self._enter_time_wait(now, "rcv FIN")
-            return
-        self._send_ack(now)
 
     def _enter_time_wait(self, now: int, cause: str) -> None:
         self.rtx_at = self.persist_at = self.delack_at = self.keepalive_at = self.fin2_at = None
@@ -997,9 +995,11 @@ class Connection:
                 and not retransmitting
                 and not fin_queued
                 and not self.nodelay
-                and snd_una != self.snd_nxt
+                and seq.gt(self.snd_sml, snd_una)
             ):
-                break  # Nagle: a small final piece waits for the outstanding ACK
+                # Nagle (§3.7.4) in Minshall's form, as Linux: a small segment waits
+                # while an earlier *small* segment is unacknowledged.
+                break
             flags = FIN if fin else 0
             payload: bytes | memoryview = b""
             if n:
@@ -1019,6 +1019,8 @@ class Connection:
                         self.rtt_seq, self.rtt_time = sseq, now
                 self.snd_nxt = end
                 self.rtx_nxt = end
+                if n < mss:
+                    self.snd_sml = end
             if n:
                 self.data_segs_out += 1
             self.stack._output(self, seg, now)

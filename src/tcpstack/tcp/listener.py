@@ -249,7 +249,7 @@ class Listener:
         conn.passive = True
         conn.iss = conn.snd_una = req.iss
         conn.snd_nxt = conn.rtx_nxt = seq.add(req.iss, 1)
-        conn.recover = req.iss
+        conn.recover = conn.snd_sml = req.iss
         conn.irs = req.irs
         conn.rcv_nxt = seq.add(req.irs, 1)
         conn.rcv_adv = seq.add(conn.rcv_nxt, req.rcv_wnd)

@@ -8,10 +8,10 @@ picture and code cannot drift.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class State(str, Enum):
+class State(StrEnum):
     CLOSED = "CLOSED"
     LISTEN = "LISTEN"
     SYN_SENT = "SYN-SENT"

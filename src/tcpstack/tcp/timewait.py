@@ -23,7 +23,6 @@ from . import seq
 if TYPE_CHECKING:
     from .config import Config
     from .connection import Connection
-    from .stack import Stack
 
 NOP = Opt(1, None)
 
