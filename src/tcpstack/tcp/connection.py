@@ -858,6 +858,17 @@ class Connection:
         )
         return (NOP, NOP, Opt(OPT_SACK, out))
 
+    def eff_mss(self) -> int:
+        """Payload bytes per segment: the peer's MSS less our per-segment options
+        (RFC 9293 §3.7.1: Eff.snd.MSS subtracts the TCP header options; with
+        timestamps that is 12 bytes, so 1460 becomes 1448 as on Linux)."""
+        mss = self.snd_mss
+        if self.ts_ok:
+            mss -= 12
+        if self.sack_ok and self.recvbuf.ooo_bytes:
+            mss -= 4 + 8 * min(len(self.recvbuf.ooo_blocks), 3 if self.ts_ok else 4)
+        return mss
+
     def _window_offered(self) -> int:
         """RCV.WND as the peer sees it: what we last advertised beyond RCV.NXT."""
         w = seq.diff(self.rcv_adv, self.rcv_nxt)
@@ -947,7 +958,7 @@ class Connection:
         st = self.state
         if st not in PUSH_STATES:
             return
-        mss = self.snd_mss
+        mss = self.eff_mss()
         sb = self.sendbuf
         snd_una = self.snd_una
         data_end = seq.add(snd_una, len(sb))  # seq just past the last queued byte
@@ -969,6 +980,9 @@ class Connection:
             if seq.ge(sseq, limit):
                 break
             data_left = seq.diff(data_end, sseq)
+            if retransmitting:
+                # Resend only what was sent before (new data goes out from SND.NXT).
+                data_left = min(data_left, seq.diff(self.snd_nxt, sseq))
             if data_left < 0:
                 data_left = 0
             in_flight = seq.diff(sseq, snd_una)
@@ -1034,7 +1048,7 @@ class Connection:
 
     def _retransmit_head(self, now: int) -> None:
         """Retransmit the first unacknowledged segment (fast retransmit / partial ACK)."""
-        n = min(self.snd_mss, len(self.sendbuf))
+        n = min(self.eff_mss(), len(self.sendbuf))
         flags = 0
         payload: bytes | memoryview = b""
         if n > 0:
