@@ -1,0 +1,56 @@
+"""Engine bugs found while running the engine against the kernel (issue 5).
+
+Each test is the smallest reproduction with crafted segments, marked
+``xfail(strict=True)``: when the engine owner fixes the bug the test passes,
+strict xfail turns that into a failure, and the marker is removed.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tcpstack.tcp import Config, FixedIsn, Stack, State
+from tcpstack.wire.ip import build_ip_tcp, parse_ip_tcp
+from tcpstack.wire.tcp import ACK, SYN, Opt, Segment
+
+LOCAL, REMOTE = "198.18.0.2", "198.18.0.1"
+LPORT, RPORT = 7000, 40000
+ISS, IRS = 1000, 5000
+
+
+def _feed(stack: Stack, seg: Segment, now: int) -> list[Segment]:
+    stack.receive(build_ip_tcp(REMOTE, LOCAL, seg), now)
+    return [parse_ip_tcp(p)[2] for p in stack.transmit()]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: _window_field rounds the scaled window DOWN, so an ACK can move the "
+    "right edge of the receive window left (RFC 9293 §3.8.6 SHLD-14); Linux rounds up "
+    "(tcp_select_window: ALIGN(cur_win, 1 << rcv_wscale)). Against the kernel the data it "
+    "already sent into the withdrawn bytes is dropped as out-of-window, then its pure ACKs "
+    "(SEG.SEQ beyond a zero RCV.WND) are dropped too: ~35 kernel retransmissions per 8 MiB echo.",
+)
+def test_window_right_edge_never_moves_left_with_window_scaling() -> None:
+    cfg = Config(tcp_timestamps=0, tcp_sack=0, tcp_window_scaling=1)
+    stack = Stack([LOCAL], cfg, isn=FixedIsn(ISS), seed=1, ts_offset=lambda key: 0)
+    lst = stack.listen(LPORT, 0)
+    synack = _feed(stack, Segment(RPORT, LPORT, IRS, 0, SYN, 65535, 0, (Opt(2, 1460), Opt(3, 7))), 0)
+    assert synack and synack[0].flags == SYN | ACK
+    ws = synack[0].wscale
+    assert ws == 7  # from tcp_rmem[2] = 6 MiB
+    assert _feed(stack, Segment(RPORT, LPORT, IRS + 1, ISS + 1, ACK, 512), 1000) == []
+    conn = lst.accept()
+    assert conn is not None and conn.state is State.ESTABLISHED
+
+    # The application reads nothing. Each 1000-byte segment is ACKed at once
+    # (quick-ACK mode at connection start); record the right edge each ACK offers.
+    edges = []
+    nxt = IRS + 1
+    for i in range(4):
+        acks = _feed(stack, Segment(RPORT, LPORT, nxt, ISS + 1, ACK, 512, 0, (), b"x" * 1000), 2000 + i)
+        nxt += 1000
+        assert acks and acks[-1].ack == nxt
+        edges.append(acks[-1].ack + (acks[-1].window << ws))
+    # SHLD-14: the right edge must never move left.
+    assert edges == sorted(edges), f"right edges offered: {edges}"
