@@ -421,6 +421,7 @@ def _set_conn_option(conn: Connection, level: int, opt: int, value: Any) -> None
     elif (level, opt) == (SOL_SOCKET, SO_RCVBUF):
         # Linux doubles the value for bookkeeping overhead; we keep it as given.
         conn.recvbuf.capacity = max(int(value), 256)
+        conn.user_rcvbuf = True
     elif (level, opt) == (SOL_SOCKET, SO_SNDBUF):
         conn.sendbuf.capacity = max(int(value), 256)
     elif (level, opt) == (IPPROTO_TCP, TCP_USER_TIMEOUT):

@@ -27,6 +27,7 @@ from . import seq
 from .congestion import create as create_cc
 from .recvbuf import RecvBuffer
 from .rto import RtoEstimator
+from .sack import Scoreboard
 from .sendbuf import SendBuffer
 from .state import CAN_RECEIVE, CAN_SEND, LEGAL, State
 
@@ -71,6 +72,7 @@ class Connection:
         # send sequence variables (§3.3.1)
         "iss", "snd_una", "snd_nxt", "snd_wnd", "snd_up", "snd_wl1", "snd_wl2", "max_snd_wnd",
         "snd_mss", "snd_wscale", "rtx_nxt", "recover", "dupacks", "in_recovery", "snd_sml",
+        "sb", "high_rxt", "sack_recent", "dsack",
         # receive sequence variables
         "irs", "rcv_nxt", "rcv_wnd", "rcv_up", "rcv_adv", "rcv_mss", "rcv_wscale",
         "last_ack_sent", "ack_pending", "quickack", "delack_segs", "rcv_fin_seq",
@@ -85,7 +87,8 @@ class Connection:
         # estimators and congestion control
         "rtt", "rtt_seq", "rtt_time", "cc", "last_send_at",
         # statistics (tcp_info)
-        "total_retrans", "bytes_acked", "bytes_received", "segs_out", "segs_in",
+        "total_retrans", "bytes_acked", "bytes_received", "segs_out", "segs_in", "bytes_retrans",
+        "rcv_space", "rcv_space_copied", "rcv_space_time", "user_rcvbuf",
         "data_segs_out", "data_segs_in", "created_at",
         "__weakref__",
     )
@@ -119,6 +122,10 @@ class Connection:
         self.snd_sml = 0  # end of the last small segment sent (Minshall's Nagle)
         self.dupacks = 0
         self.in_recovery = False
+        self.sb = Scoreboard()  # what the peer SACKed (RFC 2018), stream offsets
+        self.high_rxt = 0  # RFC 6675 HighRxt, as a stream offset
+        self.sack_recent: list[int] = []  # offsets of recent out-of-order arrivals (RFC 2018 §4)
+        self.dsack: tuple[int, int] | None = None  # a duplicate to report (RFC 2883)
 
         self.irs = self.rcv_nxt = self.rcv_up = self.rcv_adv = self.last_ack_sent = 0
         self.rcv_wnd = 0
@@ -165,7 +172,12 @@ class Connection:
         self.cc = create_cc(cfg.tcp_congestion_control, self.snd_mss, cfg.tcp_init_cwnd, now)
         self.last_send_at = now
 
-        self.total_retrans = self.bytes_acked = self.bytes_received = 0
+        self.total_retrans = self.bytes_acked = self.bytes_received = self.bytes_retrans = 0
+        # Receive-buffer auto-tuning (Linux's tcp_rcv_space_adjust, "DRS").
+        self.rcv_space = 0
+        self.rcv_space_copied = 0
+        self.rcv_space_time = now
+        self.user_rcvbuf = False  # SO_RCVBUF set: no auto-tuning (as Linux)
         self.segs_out = self.segs_in = self.data_segs_out = self.data_segs_in = 0
         self.created_at = now
 
@@ -319,6 +331,7 @@ class Connection:
         if rb.ready:
             before = self._window_now()
             data = rb.read(max_bytes)
+            self._rcv_space_adjust(len(data), now)
             self._maybe_window_update(before, now)
             self._rearm()
             return data
@@ -327,6 +340,25 @@ class Connection:
         if self.eof or self.shut_rd or self.state is S.CLOSED:
             return b""
         return None
+
+    def _rcv_space_adjust(self, copied: int, now: int) -> None:
+        """Grow the receive buffer when the application drains more than it holds
+        per round trip, so the window keeps up with the path's bandwidth-delay
+        product (as Linux's dynamic right-sizing), up to tcp_rmem's maximum."""
+        self.rcv_space_copied += copied
+        rtt = self.rtt.srtt or 100_000
+        if now - self.rcv_space_time < rtt:
+            return
+        got = self.rcv_space_copied
+        self.rcv_space_copied = 0
+        self.rcv_space_time = now
+        if got <= self.rcv_space or self.user_rcvbuf:
+            return
+        self.rcv_space = got
+        rb = self.recvbuf
+        want = min(self.config.tcp_rmem[2], 4 * got)
+        if want > rb.capacity:
+            rb.capacity = want
 
     def shutdown(self, now: int) -> None:
         """The RFC's CLOSE (§3.10.4): no more data from us; a FIN follows the
@@ -621,10 +653,13 @@ class Connection:
             self._challenge_ack(now, "ACK older than the window")
             return False
 
+        sacked_new = self._sack_update(seg, now) if self.sack_ok else 0
         if seq.lt(self.snd_una, ack):
             self._new_ack(seg, ack, now)
         elif ack == self.snd_una:
-            self._maybe_dupack(seg, now)
+            self._maybe_dupack(seg, now, sacked_new)
+        if self.sack_ok and not self.in_recovery and self.sb.sacked:
+            self._maybe_enter_sack_recovery(now)
 
         # Update the send window (§3.10.7.4 fifth, ESTABLISHED).
         if seq.lt(self.snd_wl1, seg.seq) or (self.snd_wl1 == seg.seq and seq.le(self.snd_wl2, ack)):
@@ -661,6 +696,8 @@ class Connection:
             data_acked -= 1  # the FIN's sequence number carries no data
         if data_acked > 0:
             self.sendbuf.ack(data_acked)
+            if self.sb.sacked:
+                self.sb.advance(self.sendbuf.head)
         self.snd_una = ack
         if seq.lt(self.rtx_nxt, ack):
             self.rtx_nxt = ack
@@ -686,10 +723,12 @@ class Connection:
         flight = seq.diff(self.snd_nxt, ack)
         if self.in_recovery:
             if seq.ge(ack, self.recover):
-                # RFC 6582 §3.2 step 4: full acknowledgment, exit recovery.
+                # RFC 6582 §3.2 step 4 / RFC 6675 §5: full acknowledgment, exit recovery.
                 self.in_recovery = False
                 self.dupacks = 0
                 self.cc.on_exit_recovery(flight)
+            elif self.sack_ok:
+                pass  # RFC 6675: the pipe shrank; _push sends what the window now allows
             else:
                 # Step 5: partial ACK: retransmit the next unacknowledged segment.
                 self.cc.on_partial_ack(acked)
@@ -705,9 +744,10 @@ class Connection:
             self.rtx_at = now + self.rtt.rto
         self._wake()  # send buffer space was freed
 
-    def _maybe_dupack(self, seg: Segment, now: int) -> None:
-        """RFC 5681 §2 'duplicate acknowledgment' and §3.2 fast retransmit; RFC 6582 recovery."""
-        if (
+    def _maybe_dupack(self, seg: Segment, now: int, sacked_new: int = 0) -> None:
+        """RFC 5681 §2 'duplicate acknowledgment' and §3.2 fast retransmit; RFC 6582
+        recovery.  With SACK, an ACK that SACKs new data counts too (RFC 6675 §5)."""
+        if not sacked_new and (
             seg.payload
             or seg.flags & (SYN | FIN)
             or self.snd_una == self.snd_nxt
@@ -716,8 +756,11 @@ class Connection:
             return
         self.dupacks += 1
         if self.in_recovery:
-            self.cc.on_dupack_in_recovery()
+            if not self.sack_ok:
+                self.cc.on_dupack_in_recovery()
             return
+        if self.sack_ok:
+            return  # _maybe_enter_sack_recovery decides
         if self.dupacks == 3:
             # RFC 6582 §3.2 step 2: enter fast retransmit unless this loss is already recovered.
             if seq.gt(self.snd_una, self.recover):
@@ -729,6 +772,101 @@ class Connection:
                 self.stack.mib.TCPFastRetrans += 1
                 self.stack._emit(now, self, ev.INFO, "fast retransmit (3 duplicate ACKs)")
                 self._retransmit_head(now)
+
+    # -- SACK (RFC 2018) and SACK-based loss recovery (RFC 6675) ---------------------
+    def _sack_update(self, seg: Segment, now: int) -> int:
+        """Merge the segment's SACK blocks into the scoreboard; returns new SACKed bytes."""
+        blocks = seg.sack_blocks
+        if not blocks:
+            return 0
+        head = self.sendbuf.head
+        una, nxt = self.snd_una, self.snd_nxt
+        new = 0
+        for left, right in blocks:
+            # RFC 2883: a block below SND.UNA (or the cumulative ACK) is a D-SACK.
+            if seq.le(right, seg.ack) or seq.le(right, una):
+                self.stack.mib.TCPDSACKRecv += 1
+                continue
+            if not (seq.lt(left, right) and seq.le(una, left) and seq.le(right, nxt)):
+                self.stack.mib.TCPSACKDiscard += 1  # a block outside what we sent: ignore it
+                continue
+            s = head + seq.diff(left, una)
+            e = head + seq.diff(right, una)
+            if self.fin_queued and seq.gt(right, self.fin_seq):
+                e -= 1  # a SACKed FIN is not data
+            got = self.sb.add(s, e)
+            if got < 0:
+                self.stack.mib.TCPSACKDiscard += 1
+            else:
+                new += got
+        return new
+
+    def _maybe_enter_sack_recovery(self, now: int) -> None:
+        """RFC 6675 §5: enter loss recovery when DupAcks >= DupThresh or
+        IsLost(HighACK + 1), unless this loss was already recovered."""
+        mss = self.eff_mss()
+        lost_head = self.sb.sacked_above(self.sendbuf.head) > 2 * mss
+        if (self.dupacks >= 3 or lost_head) and seq.gt(self.snd_una, self.recover):
+            self.recover = self.snd_nxt  # RecoveryPoint = HighData
+            self.in_recovery = True
+            self.high_rxt = self.sendbuf.head
+            flight = seq.diff(self.snd_nxt, self.snd_una)
+            self.cc.on_enter_recovery(flight, now)
+            self.cc.cwnd = self.cc.ssthresh  # RFC 6675 §5 (4.2): cwnd = ssthresh; the pipe does the rest
+            self.stack.mib.TCPSackRecovery += 1
+            self.stack.mib.TCPFastRetrans += 1
+            self.stack._emit(now, self, ev.INFO, "SACK loss recovery (RFC 6675)")
+
+    def _pipe(self) -> int:
+        """RFC 6675 SetPipe(), in bytes: outstanding, less SACKed, less what is
+        deemed lost and not yet retransmitted (holes above HighRxt)."""
+        outstanding = seq.diff(self.snd_nxt, self.snd_una)
+        lost = 0
+        for s, e in self.sb.lost_holes(self.sendbuf.head, 2 * self.eff_mss()):
+            if e > self.high_rxt:
+                lost += e - max(s, self.high_rxt)
+        return max(outstanding - self.sb.sacked - lost, 0)
+
+    def _sack_retransmit(self, now: int) -> int:
+        """RFC 6675 NextSeg() rule 1: retransmit lost holes above HighRxt while
+        cwnd - pipe allows.  Returns the pipe after sending."""
+        pipe = self._pipe()
+        mss = self.eff_mss()
+        sb = self.sendbuf
+        for s, e in self.sb.lost_holes(sb.head, 2 * mss):
+            if e <= self.high_rxt:
+                continue
+            off = max(s, self.high_rxt)
+            while off < e and self.cc.cwnd - pipe >= mss:
+                n = min(mss, e - off, sb.tail - off)
+                if n <= 0:
+                    break
+                sseq = seq.add(self.snd_una, off - sb.head)
+                self._send_retransmission(sseq, n, now)
+                off += n
+                self.high_rxt = off
+                pipe += n
+            if self.cc.cwnd - pipe < mss:
+                break
+        return pipe
+
+    def _send_retransmission(self, sseq: int, n: int, now: int) -> None:
+        """Resend n data bytes starting at sseq (plus the FIN if it follows them)."""
+        sb = self.sendbuf
+        off = sb.head + seq.diff(sseq, self.snd_una)
+        payload = sb.peek(off, n)
+        flags = PSH if off + n == sb.tail else 0
+        if self.fin_queued and seq.add(sseq, n) == self.fin_seq and seq.gt(self.snd_nxt, self.fin_seq):
+            flags |= FIN
+        seg = self._make_segment(sseq, flags, payload, now)
+        self.total_retrans += 1
+        self.bytes_retrans += n
+        self.stack.mib.RetransSegs += 1
+        self.rtt_seq = None  # Karn: no RTT sample across a retransmission
+        self.data_segs_out += 1
+        self.stack._output(self, seg, now)
+        if self.rtx_at is None:
+            self.rtx_at = now + self.rtt.rto
 
     # -- sixth to eighth: URG, text, FIN ----------------------------------------------
     def _process_text_and_fin(self, seg: Segment, data_seq: int, now: int) -> None:
@@ -768,6 +906,9 @@ class Connection:
         n = len(payload)
         if off < 0:  # trim what we already have (§3.10.7.4: "only the new parts are processed")
             if -off >= n:
+                if self.sack_ok:
+                    self.dsack = (data_seq, seq.add(data_seq, n))  # RFC 2883: report the duplicate
+                    self.stack.mib.TCPDSACKOldSent += 1
                 self._dsack_or_ack(now)
                 return
             payload = memoryview(payload)[-off:]
@@ -782,6 +923,14 @@ class Connection:
                 return
             payload = memoryview(payload)[:n]
         self.data_segs_in += 1
+        if off > 0 and self.sack_ok:
+            # RFC 2018 §4: the first SACK block reports the most recent arrival.
+            start = self.recvbuf.nxt + off
+            recent = self.sack_recent
+            if start in recent:
+                recent.remove(start)
+            recent.insert(0, start)
+            del recent[4:]
         advanced = self.recvbuf.insert(off, payload)
         if advanced > 0:
             self.rcv_nxt = seq.add(rcv_nxt, advanced)
@@ -847,16 +996,35 @@ class Connection:
         return ()
 
     def _sack_options(self) -> tuple[Opt, ...]:
-        blocks = self.recvbuf.ooo_blocks
-        if not (self.sack_ok and blocks):
+        """SACK blocks (RFC 2018 §4): a D-SACK first if one is due (RFC 2883), then
+        the block holding the most recent arrival, then other recent ones, then the rest."""
+        rb = self.recvbuf
+        dsack = self.dsack
+        if not self.sack_ok or not (rb.ooo_count or dsack):
             return ()
         base = self.recvbuf.nxt
         nxt = self.rcv_nxt
         limit = 3 if self.ts_ok else 4
-        out = tuple(
-            (seq.add(nxt, s - base), seq.add(nxt, e - base)) for s, e in blocks[:limit]
-        )
-        return (NOP, NOP, Opt(OPT_SACK, out))
+        out: list[tuple[int, int]] = []
+        if dsack is not None:
+            out.append(dsack)
+            self.dsack = None
+        chosen: list[tuple[int, int]] = []
+        for start in self.sack_recent:
+            blk = rb.block_containing(start)
+            if blk is not None and blk not in chosen:
+                chosen.append(blk)
+        self.sack_recent = [s for s in self.sack_recent if s >= base]
+        for b in rb.first_blocks(2 * limit):  # O(limit) work, whatever the queue holds
+            if len(chosen) >= limit:
+                break
+            if b not in chosen:
+                chosen.append(b)
+        for s, e in chosen:
+            if len(out) >= limit:
+                break
+            out.append((seq.add(nxt, s - base), seq.add(nxt, e - base)))
+        return (NOP, NOP, Opt(OPT_SACK, tuple(out)))
 
     def eff_mss(self) -> int:
         """Payload bytes per segment: the peer's MSS less our per-segment options
@@ -866,7 +1034,7 @@ class Connection:
         if self.ts_ok:
             mss -= 12
         if self.sack_ok and self.recvbuf.ooo_bytes:
-            mss -= 4 + 8 * min(len(self.recvbuf.ooo_blocks), 3 if self.ts_ok else 4)
+            mss -= 4 + 8 * min(self.recvbuf.ooo_count, 3 if self.ts_ok else 4)
         return mss
 
     def _window_offered(self) -> int:
@@ -906,7 +1074,7 @@ class Connection:
 
     def _make_segment(self, sseq: int, flags: int, payload: bytes | memoryview, now: int) -> Segment:
         opts = self._options(now)
-        if self.sack_ok and self.recvbuf.ooo_bytes:
+        if self.sack_ok and (self.recvbuf.ooo_bytes or self.dsack is not None):
             opts = opts + self._sack_options()
         wnd = self._window_field()
         self.last_ack_sent = self.rcv_nxt
@@ -970,6 +1138,10 @@ class Connection:
         ):
             self.cc.on_idle_restart(self.config.tcp_init_cwnd)  # RFC 5681 §4.1
         sent = False
+        sack_recovery = self.in_recovery and self.sack_ok
+        pipe = 0
+        if sack_recovery:
+            pipe = self._sack_retransmit(now)
         while True:
             retransmitting = seq.lt(self.rtx_nxt, self.snd_nxt)
             if retransmitting:
@@ -987,7 +1159,7 @@ class Connection:
                 data_left = 0
             in_flight = seq.diff(sseq, snd_una)
             wnd_room = self.snd_wnd - in_flight
-            room = min(self.cc.cwnd - in_flight, wnd_room)
+            room = min(self.cc.cwnd - (pipe if sack_recovery else in_flight), wnd_room)
             n = min(data_left, mss, room)
             if n < 0:
                 n = 0
@@ -1025,6 +1197,7 @@ class Connection:
             if retransmitting:
                 self.rtx_nxt = end
                 self.total_retrans += 1
+                self.bytes_retrans += n
                 self.stack.mib.RetransSegs += 1
             else:
                 if n:
@@ -1037,6 +1210,7 @@ class Connection:
                     self.snd_sml = end
             if n:
                 self.data_segs_out += 1
+            pipe += n
             self.stack._output(self, seg, now)
             sent = True
             if self.rtx_at is None:
@@ -1049,21 +1223,9 @@ class Connection:
     def _retransmit_head(self, now: int) -> None:
         """Retransmit the first unacknowledged segment (fast retransmit / partial ACK)."""
         n = min(self.eff_mss(), len(self.sendbuf))
-        flags = 0
-        payload: bytes | memoryview = b""
-        if n > 0:
-            payload = self.sendbuf.peek(self.sendbuf.head, n)
-        if self.fin_queued and seq.diff(self.fin_seq, self.snd_una) == n and seq.gt(self.snd_nxt, self.fin_seq):
-            flags |= FIN
-        if n == 0 and not flags & FIN:
+        if n == 0 and not (self.fin_queued and seq.gt(self.snd_nxt, self.fin_seq)):
             return
-        if n:
-            flags |= PSH if n == len(self.sendbuf) else 0
-        seg = self._make_segment(self.snd_una, flags, payload, now)
-        self.total_retrans += 1
-        self.stack.mib.RetransSegs += 1
-        self.rtt_seq = None  # Karn: no RTT sample across a retransmission
-        self.stack._output(self, seg, now)
+        self._send_retransmission(self.snd_una, n, now)
         self.rtx_at = now + self.rtt.rto
 
     # ==========================================================================
@@ -1159,6 +1321,7 @@ class Connection:
             flight = seq.diff(self.snd_nxt, self.snd_una)
             self.cc.on_rto(flight, now)
             self.in_recovery = False
+            self.sb.clear()  # RFC 2018 §8: after a timeout, SACK information is not trusted
             self.dupacks = 0
             self.recover = self.snd_nxt  # RFC 6582 §4: no fast retransmit for losses before this
             self.rtx_nxt = self.snd_una  # go back: resend from SND.UNA as the window allows
@@ -1232,6 +1395,8 @@ class Connection:
             "retrans": seq.diff(self.snd_nxt, self.rtx_nxt) if seq.lt(self.rtx_nxt, self.snd_nxt) else 0,
             "retransmits": self.retries,
             "total_retrans": self.total_retrans,
+            "bytes_retrans": self.bytes_retrans,
+            "rcvbuf": self.recvbuf.capacity,
             "backoff": self.rtt.backoff,
             "bytes_acked": self.bytes_acked,
             "bytes_received": self.bytes_received,

@@ -14,7 +14,7 @@ dropped (counted TCPOFODrop), so memory and per-segment work stay bounded.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import deque
 
 BLOCK_OVERHEAD = 256  # bytes charged per out-of-order block (≈ what a block costs here)
@@ -47,6 +47,20 @@ class RecvBuffer:
     @property
     def ooo_blocks(self) -> list[tuple[int, int]]:
         return list(zip(self._ooo_starts, self._ooo_ends, strict=True))
+
+    @property
+    def ooo_count(self) -> int:
+        return len(self._ooo_starts)
+
+    def first_blocks(self, k: int) -> list[tuple[int, int]]:
+        return list(zip(self._ooo_starts[:k], self._ooo_ends[:k], strict=True))
+
+    def block_containing(self, off: int) -> tuple[int, int] | None:
+        """The out-of-order block holding stream offset ``off`` (a bisect)."""
+        i = bisect_right(self._ooo_starts, off) - 1
+        if i >= 0 and off < self._ooo_ends[i]:
+            return (self._ooo_starts[i], self._ooo_ends[i])
+        return None
 
     @property
     def free(self) -> int:

@@ -7,6 +7,7 @@ the recovery point, SACK); an algorithm only decides cwnd and ssthresh.
 from __future__ import annotations
 
 from .base import CongestionControl
+from .cubic import Cubic
 from .newreno import NewReno
 
 
@@ -14,12 +15,8 @@ def create(name: str, mss: int, init_cwnd_segments: int, now: int) -> Congestion
     if name in ("newreno", "reno"):
         return NewReno(mss, init_cwnd_segments, now)
     if name == "cubic":
-        try:
-            from .cubic import Cubic
-        except ImportError:  # pragma: no cover - cubic lands with the data-path work
-            return NewReno(mss, init_cwnd_segments, now)
         return Cubic(mss, init_cwnd_segments, now)
     raise ValueError(f"unknown congestion control {name!r}; choose newreno or cubic")
 
 
-__all__ = ["CongestionControl", "NewReno", "create"]
+__all__ = ["CongestionControl", "Cubic", "NewReno", "create"]

@@ -1,0 +1,99 @@
+"""CUBIC, RFC 9438 (Linux's default congestion control).
+
+Windows are kept in segments (floats) for the cubic function, as the RFC
+writes it, and exposed in bytes through ``cwnd``.  Time is in microseconds.
+"""
+
+from __future__ import annotations
+
+from .base import CongestionControl
+
+C = 0.4  # RFC 9438 §4.2: C = 0.4
+BETA = 0.7  # RFC 9438 §4.6: beta_cubic = 0.7
+# RFC 9438 §4.3: alpha_cubic = 3 * (1 - beta) / (1 + beta) for the Reno-friendly region
+ALPHA = 3.0 * (1.0 - BETA) / (1.0 + BETA)
+
+
+class Cubic(CongestionControl):
+    name = "cubic"
+    __slots__ = ("w_max", "k", "epoch_start", "cwnd_epoch", "w_est", "_acc", "_last_max")
+
+    def __init__(self, mss: int, init_cwnd_segments: int, now: int) -> None:
+        super().__init__(mss, init_cwnd_segments, now)
+        self.w_max = 0.0  # segments, the window just before the last reduction
+        self._last_max = 0.0
+        self.k = 0.0  # seconds
+        self.epoch_start: int | None = None
+        self.cwnd_epoch = 0.0
+        self.w_est = 0.0
+        self._acc = 0
+
+    def on_ack(self, acked: int, flight: int, now: int, rtt_us: int) -> None:
+        mss = self.mss
+        if self.cwnd < self.ssthresh:
+            # RFC 9438 §4.10: slow start as in RFC 5681 (with byte counting, L = 2).
+            self.cwnd += min(acked, 2 * mss)
+            return
+        cwnd_seg = self.cwnd / mss
+        if self.epoch_start is None:
+            # §4.2: a new congestion-avoidance epoch starts.
+            self.epoch_start = now
+            self.cwnd_epoch = cwnd_seg
+            self.w_est = cwnd_seg
+            if self.w_max <= cwnd_seg:
+                self.k = 0.0
+                self.w_max = cwnd_seg
+            else:
+                # K = cubic_root((W_max - cwnd_epoch) / C)  (eq. 2)
+                self.k = ((self.w_max - cwnd_seg) / C) ** (1.0 / 3.0)
+        rtt = max(rtt_us, 1) / 1e6
+        t = (now - self.epoch_start) / 1e6
+        # W_cubic(t + RTT) = C * (t + RTT - K)^3 + W_max  (eq. 1), the target one RTT ahead (§4.2).
+        target = C * (t + rtt - self.k) ** 3 + self.w_max
+        if target < cwnd_seg:
+            target = cwnd_seg
+        elif target > 1.5 * cwnd_seg:
+            target = 1.5 * cwnd_seg  # §4.4: at most 1.5x per RTT
+        # §4.3 Reno-friendly region: W_est grows by alpha per RTT worth of acked segments.
+        self.w_est += ALPHA * (acked / mss) / cwnd_seg
+        if self.w_est > target:
+            target = self.w_est
+        # §4.4: cwnd += (target - cwnd) / cwnd per acked segment.
+        inc = (target - cwnd_seg) / cwnd_seg * (acked / mss)
+        self._acc += int(inc * mss)
+        if self._acc >= 1:
+            self.cwnd += self._acc
+            self._acc = 0
+
+    def ssthresh_on_loss(self, flight: int, now: int) -> int:
+        mss = self.mss
+        cwnd_seg = self.cwnd / mss
+        # §4.7 fast convergence: release bandwidth when W_max keeps shrinking.
+        if cwnd_seg < self._last_max:
+            self.w_max = cwnd_seg * (1.0 + BETA) / 2.0
+        else:
+            self.w_max = cwnd_seg
+        self._last_max = cwnd_seg
+        self.epoch_start = None
+        # §4.6: ssthresh = cwnd * beta_cubic (flight size when the sender is app-limited)
+        base = min(self.cwnd, max(flight, 2 * mss)) if flight else self.cwnd
+        return max(int(base * BETA), 2 * mss)
+
+    def on_enter_recovery(self, flight: int, now: int) -> None:
+        self.prior_cwnd = self.cwnd
+        self.ssthresh = self.ssthresh_on_loss(flight, now)
+        self.cwnd = self.ssthresh + 3 * self.mss
+
+    def on_exit_recovery(self, flight: int) -> None:
+        self.cwnd = self.ssthresh
+        self.epoch_start = None
+
+    def on_rto(self, flight: int, now: int) -> None:
+        self.prior_cwnd = self.cwnd
+        self.ssthresh = self.ssthresh_on_loss(flight, now)
+        self.cwnd = self.mss
+        self.epoch_start = None
+
+    def on_idle_restart(self, init_cwnd_segments: int) -> None:
+        super().on_idle_restart(init_cwnd_segments)
+        self.epoch_start = None
