@@ -1054,7 +1054,16 @@ class Connection:
         return cur
 
     def _window_field(self) -> int:
-        w = self._window_now() >> self.rcv_wscale
+        """The 16-bit window field.  A new window is rounded down to the scale, but
+        the window already offered is rounded *up*, so the right edge never moves
+        left (§3.8.6, SHLD-14; Linux's tcp_select_window aligns up the same way)."""
+        ws = self.rcv_wscale
+        w = self._window_now() >> ws
+        cur = self._window_offered()
+        if cur:
+            held = (cur + (1 << ws) - 1) >> ws
+            if held > w:
+                w = held
         if w > 0xFFFF:
             w = 0xFFFF
         self.rcv_adv = seq.add(self.rcv_nxt, w << self.rcv_wscale)
