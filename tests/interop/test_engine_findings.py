@@ -7,8 +7,6 @@ strict xfail turns that into a failure, and the marker is removed.
 
 from __future__ import annotations
 
-import pytest
-
 from tcpstack.tcp import Config, FixedIsn, Stack, State
 from tcpstack.wire.ip import build_ip_tcp, parse_ip_tcp
 from tcpstack.wire.tcp import ACK, SYN, Opt, Segment
