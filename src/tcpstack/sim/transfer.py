@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..tcp import Config, Connection, Event, Listener, Stack, State
+from ..wire.errors import MalformedPacket
+from ..wire.ip import parse_ip_tcp
 from .link import LinkParams
 from .network import Network
 
@@ -42,6 +44,7 @@ class TransferResult:
     client_mib: dict[str, int]
     server_mib: dict[str, int]
     goodput_bps: float
+    lost_data_bytes: int  # client->server payload bytes the network dropped (loss or queue)
     events: list[tuple[int, Event]] = field(repr=False, default_factory=list)
     lost: set[tuple[int, int, int, int, int]] = field(repr=False, default_factory=set)
 
@@ -58,6 +61,7 @@ class TransferResult:
             "retransmits": self.retransmits,
             "sim_time_s": self.sim_time_s,
             "goodput_bps": self.goodput_bps,
+            "lost_data_bytes": self.lost_data_bytes,
             "client_tcp_info": self.client_info,
             "server_tcp_info": self.server_info,
             "client_mib": self.client_mib,
@@ -98,19 +102,21 @@ def run_transfer(
         client.observers.append(lambda e: events.append((0, e)))
         server.observers.append(lambda e: events.append((1, e)))
     lost: set[tuple[int, int, int, int, int]] = set()
-    if record:
-        from ..wire.errors import MalformedPacket
-        from ..wire.ip import parse_ip_tcp
+    lost_data = [0]
 
-        def on_packet(t: int, lnk: Any, packet: bytes, what: str) -> None:
-            if what in ("drop-loss", "drop-queue"):
-                try:
-                    src, _dst, s = parse_ip_tcp(packet)
-                except MalformedPacket:
-                    return
-                lost.add((0 if src == CLIENT_ADDR else 1, s.seq, s.ack, s.flags, len(s.payload)))
+    def on_packet(t: int, lnk: Any, packet: bytes, what: str) -> None:
+        if what == "drop-loss" or what == "drop-queue":
+            try:
+                src, _dst, s = parse_ip_tcp(packet)
+            except MalformedPacket:
+                return
+            side = 0 if src == CLIENT_ADDR else 1
+            if side == 0:
+                lost_data[0] += len(s.payload)
+            if record:
+                lost.add((side, s.seq, s.ack, s.flags, len(s.payload)))
 
-        net.on_packet(on_packet)
+    net.on_packet(on_packet)
     writer = None
     if pcap:
         writer = net.pcap(pcap, node="client")
@@ -211,6 +217,7 @@ def run_transfer(
         client_mib=client.mib.as_dict(),
         server_mib=server.mib.as_dict(),
         goodput_bps=_goodput(st),
+        lost_data_bytes=lost_data[0],
         events=events,
         lost=lost,
     )

@@ -83,7 +83,7 @@ class Connection:
         "error", "waker", "nodelay", "keepalive", "user_timeout_ms", "linger",
         # timers (absolute µs, None = off)
         "rtx_at", "persist_at", "delack_at", "keepalive_at", "fin2_at", "timer_at",
-        "persist_backoff", "keepalive_probes", "retries", "first_rtx_at",
+        "persist_backoff", "keepalive_probes", "retries", "first_rtx_at", "last_rcv_at",
         # estimators and congestion control
         "rtt", "rtt_seq", "rtt_time", "cc", "last_send_at",
         # statistics (tcp_info)
@@ -163,6 +163,7 @@ class Connection:
         self.keepalive_probes = 0
         self.retries = 0
         self.first_rtx_at: int | None = None
+        self.last_rcv_at = now  # keepalive idles from the last segment received (as Linux)
 
         self.rtt = RtoEstimator(
             cfg.tcp_rto_initial_ms * 1000, cfg.tcp_rto_min_us, cfg.tcp_rto_max_ms * 1000
@@ -444,6 +445,8 @@ class Connection:
     # ==========================================================================
     def on_segment(self, seg: Segment, now: int) -> None:
         self.segs_in += 1
+        self.last_rcv_at = now
+        self.keepalive_probes = 0
         st = self.state
         if st is S.SYN_SENT:
             self._on_segment_syn_sent(seg, now)
@@ -1356,10 +1359,15 @@ class Connection:
         """RFC 9293 §3.8.4 / RFC 1122 §4.2.3.6: after idle, probe; give up after the probes."""
         if not self.keepalive or self.state not in (S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_2):
             return
+        cfg = self.config
         if self.snd_una != self.snd_nxt or len(self.sendbuf):
             self._arm_keepalive(now)  # data in flight: the RTO handles a dead peer
             return
-        if self.keepalive_probes >= self.config.tcp_keepalive_probes:
+        idle_until = self.last_rcv_at + cfg.tcp_keepalive_time * 1_000_000
+        if self.keepalive_probes == 0 and now < idle_until:
+            self.keepalive_at = idle_until  # the peer spoke since: idle again from then
+            return
+        if self.keepalive_probes >= cfg.tcp_keepalive_probes:
             self._fail(TimeoutError(110, "Connection timed out (keepalive probes unanswered)"), now)
             return
         self.keepalive_probes += 1

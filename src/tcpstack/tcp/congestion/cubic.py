@@ -16,7 +16,8 @@ ALPHA = 3.0 * (1.0 - BETA) / (1.0 + BETA)
 
 class Cubic(CongestionControl):
     name = "cubic"
-    __slots__ = ("w_max", "k", "epoch_start", "cwnd_epoch", "w_est", "_acc", "_last_max")
+    __slots__ = ("w_max", "k", "epoch_start", "cwnd_epoch", "w_est", "_acc", "_last_max",
+                 "round_start", "last_round_min", "cur_round_min", "rtt_samples")
 
     def __init__(self, mss: int, init_cwnd_segments: int, now: int) -> None:
         super().__init__(mss, init_cwnd_segments, now)
@@ -27,12 +28,20 @@ class Cubic(CongestionControl):
         self.cwnd_epoch = 0.0
         self.w_est = 0.0
         self._acc = 0
+        # HyStart++ (RFC 9406) state: leave slow start when queueing delay appears,
+        # instead of overshooting the path by a whole window (Linux's CUBIC does HyStart too).
+        self.round_start = now
+        self.last_round_min = 0
+        self.cur_round_min = 0
+        self.rtt_samples = 0
 
     def on_ack(self, acked: int, flight: int, now: int, rtt_us: int) -> None:
         mss = self.mss
         if self.cwnd < self.ssthresh:
             # RFC 9438 §4.10: slow start as in RFC 5681 (with byte counting, L = 2).
             self.cwnd += min(acked, 2 * mss)
+            if rtt_us > 0:
+                self._hystart(now, rtt_us)
             return
         cwnd_seg = self.cwnd / mss
         if self.epoch_start is None:
@@ -54,16 +63,39 @@ class Cubic(CongestionControl):
             target = cwnd_seg
         elif target > 1.5 * cwnd_seg:
             target = 1.5 * cwnd_seg  # §4.4: at most 1.5x per RTT
-        # §4.3 Reno-friendly region: W_est grows by alpha per RTT worth of acked segments.
+        # §4.3 Reno-friendly region: W_est grows by alpha per RTT worth of acked
+        # segments; where it exceeds W_cubic(t), cwnd is set to W_est.
         self.w_est += ALPHA * (acked / mss) / cwnd_seg
-        if self.w_est > target:
-            target = self.w_est
-        # §4.4: cwnd += (target - cwnd) / cwnd per acked segment.
+        w_cubic_now = C * (t - self.k) ** 3 + self.w_max
+        if self.w_est > w_cubic_now:
+            if self.w_est > cwnd_seg:
+                self.cwnd = int(self.w_est * mss)
+            return
+        # §4.4/4.5: concave/convex region: cwnd += (target - cwnd) / cwnd per acked segment.
         inc = (target - cwnd_seg) / cwnd_seg * (acked / mss)
         self._acc += int(inc * mss)
         if self._acc >= 1:
             self.cwnd += self._acc
             self._acc = 0
+
+    def _hystart(self, now: int, rtt_us: int) -> None:
+        """RFC 9406 §4.2, with rounds approximated by the minimum RTT: exit slow
+        start once this round's minimum RTT exceeds the last round's by
+        RttThresh = clamp(lastRoundMinRTT / 8, 4 ms, 16 ms) over >= 8 samples."""
+        if self.cur_round_min == 0 or rtt_us < self.cur_round_min:
+            self.cur_round_min = rtt_us
+        self.rtt_samples += 1
+        last = self.last_round_min
+        if now - self.round_start >= (last or rtt_us):
+            self.last_round_min = self.cur_round_min
+            self.cur_round_min = 0
+            self.rtt_samples = 0
+            self.round_start = now
+            return
+        if last and self.rtt_samples >= 8:
+            thresh = min(max(last // 8, 4_000), 16_000)
+            if self.cur_round_min >= last + thresh:
+                self.ssthresh = self.cwnd  # leave slow start: congestion avoidance from here
 
     def ssthresh_on_loss(self, flight: int, now: int) -> int:
         mss = self.mss
