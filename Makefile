@@ -23,13 +23,14 @@ demo: $(STAMP)
 	$(BIN)/tcpstack demo
 
 # Debian packages the tests need: tshark (an independent dissector of our pcaps),
-# iproute2 (ip netns, tc netem), curl (interop peer), procps.
+# iproute2 (ip netns, tc netem), curl (interop peer), procps, tcpdump (kernel
+# captures for the trace tests), librsvg2-bin (rsvg-convert: SVG ladders checked as pictures).
 deps-debian:
-	@if ! command -v tshark >/dev/null || ! command -v ip >/dev/null || ! command -v curl >/dev/null || ! command -v ss >/dev/null; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "make test needs root to apt-get install tshark iproute2 curl" >&2; exit 1; fi; \
+	@if ! command -v tshark >/dev/null || ! command -v ip >/dev/null || ! command -v curl >/dev/null || ! command -v ss >/dev/null || ! command -v tcpdump >/dev/null || ! command -v rsvg-convert >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make test needs root to apt-get install tshark iproute2 curl tcpdump librsvg2-bin" >&2; exit 1; fi; \
 	  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tshark iproute2 curl procps >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tshark iproute2 curl procps tcpdump librsvg2-bin >/dev/null; \
 	fi
 
 lint: $(TSTAMP)
