@@ -474,6 +474,7 @@ def test_parse_tcp_rejects_mismatched_addresses():
         ({"seq": 1.5}, "seq=1.5 is not an integer"),
         ({"src_port": "80"}, "src_port='80' is not an integer"),
         ({"payload": "text"}, "payload is str"),
+        ({"payload": 5}, "payload is int"),
     ],
 )
 def test_build_rejects_bad_fields(kw, reason):
