@@ -17,7 +17,7 @@ ALPHA = 3.0 * (1.0 - BETA) / (1.0 + BETA)
 class Cubic(CongestionControl):
     name = "cubic"
     __slots__ = ("w_max", "k", "epoch_start", "cwnd_epoch", "w_est", "_acc", "_last_max",
-                 "round_start", "last_round_min", "cur_round_min", "rtt_samples")
+                 "round_start", "last_round_min", "cur_round_min", "rtt_samples", "hystart")
 
     def __init__(self, mss: int, init_cwnd_segments: int, now: int) -> None:
         super().__init__(mss, init_cwnd_segments, now)
@@ -34,13 +34,14 @@ class Cubic(CongestionControl):
         self.last_round_min = 0
         self.cur_round_min = 0
         self.rtt_samples = 0
+        self.hystart = True  # RFC 9406 §4.3: only in the initial slow start
 
     def on_ack(self, acked: int, flight: int, now: int, rtt_us: int) -> None:
         mss = self.mss
         if self.cwnd < self.ssthresh:
             # RFC 9438 §4.10: slow start as in RFC 5681 (with byte counting, L = 2).
             self.cwnd += min(acked, 2 * mss)
-            if rtt_us > 0:
+            if rtt_us > 0 and self.hystart:
                 self._hystart(now, rtt_us)
             return
         cwnd_seg = self.cwnd / mss
@@ -65,7 +66,10 @@ class Cubic(CongestionControl):
             target = 1.5 * cwnd_seg  # §4.4: at most 1.5x per RTT
         # §4.3 Reno-friendly region: W_est grows by alpha per RTT worth of acked
         # segments; where it exceeds W_cubic(t), cwnd is set to W_est.
-        self.w_est += ALPHA * (acked / mss) / cwnd_seg
+        # RFC 9438 §4.3: alpha_cubic, then 1 once W_est has regained cwnd_prior
+        # (the window when ssthresh was last set), to match Reno's increase rate.
+        alpha = 1.0 if self.w_est * mss >= self.prior_cwnd else ALPHA
+        self.w_est += alpha * (acked / mss) / cwnd_seg
         w_cubic_now = C * (t - self.k) ** 3 + self.w_max
         if self.w_est > w_cubic_now:
             if self.w_est > cwnd_seg:
@@ -96,6 +100,7 @@ class Cubic(CongestionControl):
             thresh = min(max(last // 8, 4_000), 16_000)
             if self.cur_round_min >= last + thresh:
                 self.ssthresh = self.cwnd  # leave slow start: congestion avoidance from here
+                self.hystart = False
 
     def ssthresh_on_loss(self, flight: int, now: int) -> int:
         mss = self.mss
@@ -107,6 +112,7 @@ class Cubic(CongestionControl):
             self.w_max = cwnd_seg
         self._last_max = cwnd_seg
         self.epoch_start = None
+        self.hystart = False
         # §4.6: ssthresh = cwnd * beta_cubic (flight size when the sender is app-limited)
         base = min(self.cwnd, max(flight, 2 * mss)) if flight else self.cwnd
         return max(int(base * BETA), 2 * mss)
