@@ -407,3 +407,38 @@ def test_new_syn_with_higher_seq_reuses_time_wait(stack, peer):
     assert r[0].seq == (ISS + 2 + 65535 + 2) & 0xFFFFFFFF
     assert stack.timewait == {}
     del lst2
+
+
+# ---------------------------------------------------------------- urgent data (RFC 6093)
+def test_urgent_send_sets_urg_and_pointer_past_last_urgent_byte(stack, peer):
+    conn = established_client(stack, peer)
+    conn.send(b"abc", 2000, urgent=True)
+    (s,) = peer.recv()
+    assert s.flags & 0x20 and s.urg == 3 and bytes(s.payload) == b"abc"
+    peer.send(3000, seg(P, C + 3, ACK))
+    conn.send(b"plain", 4000)
+    (s2,) = peer.recv()
+    assert not s2.flags & 0x20 and s2.urg == 0
+
+
+def test_urgent_data_is_delivered_inline(stack, peer):
+    conn = established_client(stack, peer)
+    peer.send(2000, seg(P, C, ACK | PSH | 0x20, payload=b"xyz!", urg=4))
+    assert conn.recv(10, 2001) == b"xyz!"
+    assert conn.rcv_up == P + 4
+
+
+# ---------------------------------------------------------------- delayed ACK
+def test_delayed_ack_after_quickack_every_second_segment_or_40ms(stack, peer):
+    conn = established_client(stack, peer)
+    conn.quickack = 0
+    # One full segment: no ACK yet, the delayed-ACK timer runs (40 ms).
+    assert peer.send(2000, seg(P, C, ACK, payload=b"a" * 1460)) == []
+    # A second full-sized segment: ACK at once (RFC 9293 §3.8.6.3 / RFC 5681 §4.2).
+    assert peer.send(2001, seg(P + 1460, C, ACK, payload=b"b" * 1460)) == [out(C, P + 2920, ACK, win=65535)]
+    # A lone segment is ACKed when the 40 ms timer fires.
+    assert peer.send(3000, seg(P + 2920, C, ACK, payload=b"c" * 100)) == []
+    assert peer.poll(3000 + 39_999) == []
+    assert peer.poll(3000 + 40_000) == [out(C, P + 3020, ACK, win=65535)]
+    assert stack.mib.DelayedACKs == 1
+    assert conn.recv(10_000, 50_000) is not None

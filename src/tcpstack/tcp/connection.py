@@ -70,7 +70,7 @@ class Connection:
         "stack", "config", "conn_id", "local_addr", "local_port", "remote_addr", "remote_port",
         "key", "state", "passive", "history",
         # send sequence variables (§3.3.1)
-        "iss", "snd_una", "snd_nxt", "snd_wnd", "snd_up", "snd_wl1", "snd_wl2", "max_snd_wnd",
+        "iss", "snd_una", "snd_nxt", "snd_wnd", "snd_up", "snd_wl1", "snd_wl2", "max_snd_wnd", "urgent",
         "snd_mss", "snd_wscale", "rtx_nxt", "recover", "dupacks", "in_recovery", "snd_sml",
         "sb", "high_rxt", "sack_recent", "dsack",
         # receive sequence variables
@@ -114,6 +114,7 @@ class Connection:
 
         self.iss = self.snd_una = self.snd_nxt = self.rtx_nxt = 0
         self.snd_wnd = self.snd_up = self.snd_wl1 = self.snd_wl2 = self.max_snd_wnd = 0
+        self.urgent = False  # SND.UP is meaningful (urgent data not yet acknowledged)
         mtu_mss = stack.mss_for(self.remote_addr)
         self.snd_mss = min(mtu_mss, 536)  # RFC 9293 §3.7.1: 536 until the peer says otherwise
         self.rcv_mss = mtu_mss
@@ -308,8 +309,10 @@ class Connection:
     # ==========================================================================
     # User calls (§3.10.2–3.10.6)
     # ==========================================================================
-    def send(self, data: bytes | bytearray | memoryview, now: int) -> int:
-        """SEND (§3.10.2): queue data; returns how many bytes fit in the send buffer."""
+    def send(self, data: bytes | bytearray | memoryview, now: int, urgent: bool = False) -> int:
+        """SEND (§3.10.2): queue data; returns how many bytes fit in the send buffer.
+        ``urgent`` marks the data urgent (MSG_OOB): per RFC 6093 the urgent pointer
+        points one past its last byte, and the data itself stays inline."""
         if self.error is not None:
             raise self._user_error()
         st = self.state
@@ -318,6 +321,9 @@ class Connection:
                 raise OSError(107, "connection is not open (ENOTCONN): connect() first")
             raise BrokenPipeError(32, "cannot send after shutdown(SHUT_WR) or close (EPIPE)")
         n = self.sendbuf.write(data)
+        if n and urgent:
+            self.snd_up = seq.add(self.snd_una, len(self.sendbuf) + (1 if st is S.SYN_RECEIVED else 0))
+            self.urgent = True
         if n and st in CAN_SEND:
             self._push(now)
             self._rearm()
@@ -1093,7 +1099,15 @@ class Connection:
         self.ack_pending = False
         self.delack_at = None
         self.delack_segs = 0
-        return Segment(self.local_port, self.remote_port, sseq, self.rcv_nxt, flags | ACK, wnd, 0, opts, payload)
+        urg = 0
+        if self.urgent:
+            if seq.gt(self.snd_up, sseq):
+                # §3.8.5 / RFC 6093: URG set while the pointer lies ahead of this segment.
+                flags |= URG
+                urg = min(seq.diff(self.snd_up, sseq), 0xFFFF)
+            elif seq.ge(self.snd_una, self.snd_up):
+                self.urgent = False
+        return Segment(self.local_port, self.remote_port, sseq, self.rcv_nxt, flags | ACK, wnd, urg, opts, payload)
 
     def _send_ack(self, now: int) -> None:
         """<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>."""
