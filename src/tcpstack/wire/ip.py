@@ -300,8 +300,11 @@ def _parse_ip_tcp_general(buf: Buffer, verify_checksum: bool) -> tuple[str, str,
 def parse_ip_tcp(buf: Buffer, verify_checksum: bool = True) -> tuple[str, str, Segment]:
     """Parse an IPv4 or IPv6 packet carrying TCP: (src address, dst address, Segment).
 
-    Raises ``MalformedPacket`` -- ``IPChecksumError`` for a bad IPv4 header
-    checksum, ``ChecksumError`` for a bad TCP checksum -- and nothing else.
+    The segment's payload is a memoryview into ``buf`` (b"" when empty): pass
+    an immutable ``bytes``, or a buffer that is not reused while the payload
+    is held.  Raises ``MalformedPacket`` -- ``IPChecksumError`` for a bad
+    IPv4 header checksum, ``ChecksumError`` for a bad TCP checksum -- and
+    nothing else.
     """
     n = len(buf)
     if n >= 40:
