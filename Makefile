@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 TSTAMP  := $(VENV)/.installed-test
 
-.PHONY: demo test lint deps-debian clean
+.PHONY: demo test lint deps-debian clean diagram
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -45,3 +45,8 @@ test: $(TSTAMP) deps-debian
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis
+
+# The state diagram is generated from tcp/state.py's TRANSITIONS (a test checks it is current).
+diagram: $(STAMP)
+	$(BIN)/python -m tcpstack.tcp.state > docs/state-diagram.dot
+	@if command -v dot >/dev/null; then dot -Tsvg docs/state-diagram.dot -o docs/state-diagram.svg; fi

@@ -79,3 +79,9 @@ def dot_diagram() -> str:
         lines.append(f'  "{a.value}" -> "{b.value}" [label="{ev}", fontsize=9];')
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # `make diagram`
+    import sys
+
+    sys.stdout.write(dot_diagram())
