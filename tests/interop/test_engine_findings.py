@@ -7,8 +7,6 @@ strict xfail turns that into a failure, and the marker is removed.
 
 from __future__ import annotations
 
-import pytest
-
 from tcpstack.tcp import Config, FixedIsn, Stack, State
 from tcpstack.wire.ip import build_ip_tcp, parse_ip_tcp
 from tcpstack.wire.tcp import ACK, FIN, SYN, Opt, Segment
@@ -49,14 +47,7 @@ def test_window_right_edge_never_moves_left_with_window_scaling() -> None:
     assert edges == sorted(edges), f"right edges offered: {edges}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: TimeWait.from_connection clears the TCB's receive buffer, so data the "
-    "application has not read yet is lost when a connection that half-closed first "
-    "(shutdown(SHUT_WR)) receives the peer's last data and FIN together: recv() then "
-    "returns b'' early. Linux keeps the queue readable after tcp_time_wait() (tcp_done "
-    "does not purge it). Seen as a truncated echo in a half-close session.",
-)
+# Fixed in TimeWait.from_connection (keeps the queue readable until close()): a regression test.
 def test_unread_data_survives_entering_time_wait() -> None:
     cfg = Config(tcp_timestamps=0, tcp_sack=0, tcp_window_scaling=0)
     stack = Stack([LOCAL], cfg, isn=FixedIsn(ISS), seed=1, ts_offset=lambda key: 0)

@@ -47,7 +47,7 @@ def test_simultaneous_close_both_pass_through_closing():
 
 
 def test_lossy_link_delivers_every_byte():
-    link = LinkParams(delay_us=10_000, loss=0.05, dup=0.02, reorder=0.05, corrupt=0.01)
+    link = LinkParams(delay_us=10_000, loss=0.05, dup=0.02, reorder=0.05, corrupt=0.01, corrupt_detectable=True)
     r = run_transfer(1_000_000, seed=7, link=link, record=False)
     assert r.completed
     assert r.received_bytes == 1_000_000
@@ -148,7 +148,7 @@ def test_window_scaling_off_still_works():
 def test_lossy_transfers_across_seeds(seed):
     """A regression net: every seed of a harsh link completes byte-exact
     (once caught a retransmission running past SND.NXT and desynchronising)."""
-    link = LinkParams(delay_us=3_000, loss=0.08, dup=0.03, reorder=0.08, corrupt=0.02)
+    link = LinkParams(delay_us=3_000, loss=0.08, dup=0.03, reorder=0.08, corrupt=0.02, corrupt_detectable=True)
     r = run_transfer(150_000 + seed * 7919, seed=seed, link=link, record=False,
                      close_first=("client", "server", "both")[seed % 3])
     assert r.completed, (r.client_states, r.server_states)

@@ -59,7 +59,8 @@ def register(sub: Any) -> None:
     p.add_argument("--loss", type=probability, default=0.0, help="loss probability per packet")
     p.add_argument("--dup", type=probability, default=0.0, help="duplication probability")
     p.add_argument("--reorder", type=probability, default=0.0, help="reordering probability")
-    p.add_argument("--corrupt", type=probability, default=0.0, help="bit-corruption probability")
+    p.add_argument("--corrupt", type=probability, default=0.0,
+                   help="bit-corruption probability (flips the TCP/IP checksums can detect)")
     p.add_argument("--delay", type=float, default=10.0, help="one-way delay in ms (default 10)")
     p.add_argument("--bandwidth", type=rate, default=None, help="link rate, tc-style: 10mbit, 1gbit")
     p.add_argument("--seed", type=int, default=1)
@@ -84,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         dup=args.dup,
         reorder=args.reorder,
         corrupt=args.corrupt,
+        # Only flips the Internet checksum can see: a two-bit pattern that cancels out
+        # in the one's-complement sum would be delivered as bad data, as on a real link.
+        corrupt_detectable=True,
     )
     res = run_transfer(args.bytes, seed=args.seed, link=link, close_first=args.close_first,
                        config=cfg, pcap=args.pcap, record=not args.json)

@@ -96,6 +96,86 @@ TCPEXT_COUNTERS = (
 
 class Mib:
     __slots__ = TCP_COUNTERS + TCPEXT_COUNTERS
+    # Declared for the type checker (the values are set in __init__).
+    ActiveOpens: int
+    PassiveOpens: int
+    AttemptFails: int
+    EstabResets: int
+    CurrEstab: int
+    InSegs: int
+    OutSegs: int
+    RetransSegs: int
+    InErrs: int
+    OutRsts: int
+    InCsumErrors: int
+    SyncookiesSent: int
+    SyncookiesRecv: int
+    SyncookiesFailed: int
+    EmbryonicRsts: int
+    TW: int
+    TWRecycled: int
+    TWKilled: int
+    PAWSActive: int
+    PAWSEstab: int
+    DelayedACKs: int
+    ListenOverflows: int
+    ListenDrops: int
+    TCPPureAcks: int
+    TCPHPAcks: int
+    TCPSackRecovery: int
+    TCPRenoRecovery: int
+    TCPSACKReneging: int
+    TCPFullUndo: int
+    TCPLostRetransmit: int
+    TCPRenoFailures: int
+    TCPSackFailures: int
+    TCPLossFailures: int
+    TCPFastRetrans: int
+    TCPSlowStartRetrans: int
+    TCPTimeouts: int
+    TCPLossProbes: int
+    TCPRcvCollapsed: int
+    TCPDSACKOldSent: int
+    TCPDSACKOfoSent: int
+    TCPDSACKRecv: int
+    TCPAbortOnData: int
+    TCPAbortOnClose: int
+    TCPAbortOnMemory: int
+    TCPAbortOnTimeout: int
+    TCPAbortOnLinger: int
+    TCPAbortFailed: int
+    TCPMemoryPressures: int
+    TCPSACKDiscard: int
+    TCPDSACKIgnoredOld: int
+    TCPSpuriousRTOs: int
+    TCPSackShifted: int
+    TCPSackMerged: int
+    TCPBacklogDrop: int
+    TCPMinTTLDrop: int
+    TCPTimeWaitOverflow: int
+    TCPReqQFullDoCookies: int
+    TCPReqQFullDrop: int
+    TCPRetransFail: int
+    TCPRcvCoalesce: int
+    TCPOFOQueue: int
+    TCPOFODrop: int
+    TCPOFOMerge: int
+    TCPChallengeACK: int
+    TCPSYNChallenge: int
+    TCPSpuriousRtxHostQueues: int
+    TCPAutoCorking: int
+    TCPFromZeroWindowAdv: int
+    TCPToZeroWindowAdv: int
+    TCPWantZeroWindowAdv: int
+    TCPSynRetrans: int
+    TCPOrigDataSent: int
+    TCPKeepAlive: int
+    TCPDelivered: int
+    TCPAckCompressed: int
+    TCPWinProbe: int
+    TCPRcvQDrop: int
+    TCPZeroWindowDrop: int
+    PAWSOldAck: int
 
     def __init__(self) -> None:
         for name in self.__slots__:

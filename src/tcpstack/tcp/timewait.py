@@ -23,6 +23,7 @@ from . import seq
 if TYPE_CHECKING:
     from .config import Config
     from .connection import Connection
+    from .stack import Stack
 
 NOP = Opt(1, None)
 
@@ -32,6 +33,20 @@ class TimeWait:
         "stack", "key", "conn_id", "snd_nxt", "rcv_nxt", "rcv_wnd", "rcv_wscale", "ts_ok",
         "ts_recent", "ts_recent_at", "ts_offset", "expires", "timer_at", "_conn",
     )
+
+    stack: Stack
+    key: tuple[str, int, str, int]
+    conn_id: int
+    snd_nxt: int
+    rcv_nxt: int
+    rcv_wnd: int
+    rcv_wscale: int
+    ts_ok: bool
+    ts_recent: int
+    ts_recent_at: int
+    ts_offset: int
+    expires: int
+    _conn: weakref.ReferenceType[Connection]
 
     def __init__(self) -> None:  # use from_connection
         self.timer_at: int | None = None
@@ -52,8 +67,10 @@ class TimeWait:
         tw.ts_offset = conn.ts_offset
         tw.expires = now + conn.config.tcp_timewait_len * 1_000_000
         tw._conn = weakref.ref(conn)
-        # The TCB's buffers are not needed any more: release them now.
-        conn.recvbuf.clear()
+        # Release the receive queue only if nobody can read it any more: after a
+        # half-close the application may still hold unread data (Linux keeps it too).
+        if conn.user_closed:
+            conn.recvbuf.clear()
         return tw
 
     def conn(self) -> Connection | None:
