@@ -41,6 +41,7 @@ lint: $(TSTAMP)
 test: $(TSTAMP) deps-debian
 	$(BIN)/lint-imports
 	$(BIN)/ruff check src tests
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 clean:

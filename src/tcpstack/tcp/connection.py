@@ -826,12 +826,12 @@ class Connection:
             self.stack.mib.TCPFastRetrans += 1
             self.stack._emit(now, self, ev.INFO, "SACK loss recovery (RFC 6675)")
 
-    def _pipe(self) -> int:
+    def _pipe(self, lost_holes: list[tuple[int, int]]) -> int:
         """RFC 6675 SetPipe(), in bytes: outstanding, less SACKed, less what is
         deemed lost and not yet retransmitted (holes above HighRxt)."""
         outstanding = seq.diff(self.snd_nxt, self.snd_una)
         lost = 0
-        for s, e in self.sb.lost_holes(self.sendbuf.head, 2 * self.eff_mss()):
+        for s, e in lost_holes:
             if e > self.high_rxt:
                 lost += e - max(s, self.high_rxt)
         return max(outstanding - self.sb.sacked - lost, 0)
@@ -839,10 +839,11 @@ class Connection:
     def _sack_retransmit(self, now: int) -> int:
         """RFC 6675 NextSeg() rule 1: retransmit lost holes above HighRxt while
         cwnd - pipe allows.  Returns the pipe after sending."""
-        pipe = self._pipe()
         mss = self.eff_mss()
         sb = self.sendbuf
-        for s, e in self.sb.lost_holes(sb.head, 2 * mss):
+        holes = self.sb.lost_holes(sb.head, 2 * mss)
+        pipe = self._pipe(holes)
+        for s, e in holes:
             if e <= self.high_rxt:
                 continue
             off = max(s, self.high_rxt)
