@@ -1246,6 +1246,10 @@ class Connection:
                 break
         if sent:
             self.last_send_at = now
+            if self.stack.observers:
+                self.stack._emit(now, self, ev.CC, ev.CcSample(
+                    self.cc.cwnd, min(self.cc.ssthresh, 0x7FFFFFFF), seq.diff(self.snd_nxt, self.snd_una),
+                    self.snd_wnd, self.rtt.srtt))
 
     def _retransmit_head(self, now: int) -> None:
         """Retransmit the first unacknowledged segment (fast retransmit / partial ACK)."""

@@ -19,6 +19,15 @@ DROP = "drop"  # detail: reason str (segment may be in `segment`)
 ERROR = "error"  # detail: the OSError reported to the application
 TIMER = "timer"  # detail: timer name ("rto", "persist", "keepalive", ...)
 INFO = "info"  # detail: free-form str (e.g. "fast retransmit", "challenge ACK")
+CC = "cc"  # detail: CcSample, after the sender transmitted (for cwnd / in-flight plots)
+
+
+class CcSample(NamedTuple):
+    cwnd: int  # bytes
+    ssthresh: int  # bytes
+    in_flight: int  # bytes, SND.NXT - SND.UNA
+    snd_wnd: int  # bytes, the peer's window
+    srtt: int  # µs
 
 
 class Event(NamedTuple):
