@@ -14,7 +14,7 @@ from typing import Any
 
 from ..tcp import events as ev
 from ..tcp.events import Event
-from ..wire.tcp import Opt, Segment
+from ..wire.tcp import Opt, Segment, flags_to_str, format_options
 
 LEFT, RIGHT = 0, 1
 
@@ -30,41 +30,14 @@ class Row:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-def option_text(opts: tuple[Opt, ...], ts_base: tuple[int, int] | None = None) -> str:
-    """Options in tcpdump's spelling: mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7."""
-    parts = []
-    for o in opts:
-        k, v = o.kind, o.value
-        if k == 1:
-            parts.append("nop")
-        elif k == 0:
-            parts.append("eol")
-        elif k == 2:
-            parts.append(f"mss {v}")
-        elif k == 3:
-            parts.append(f"wscale {v}")
-        elif k == 4:
-            parts.append("sackOK")
-        elif k == 5:
-            blocks = " ".join(f"{a}:{b}" for a, b in v)  # type: ignore[union-attr]
-            parts.append(f"sack {blocks}")
-        elif k == 8:
-            val, ecr = v  # type: ignore[misc]
-            parts.append(f"TS val {val} ecr {ecr}")
-        else:
-            parts.append(f"opt-{k}")
-    return ",".join(parts)
+def option_text(opts: tuple[Opt, ...]) -> str:
+    """Options in tcpdump's spelling (mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7)."""
+    return format_options(opts)
 
 
 def flags_text(flags: int) -> str:
     """tcpdump's flag string: S, S., ., P., F., FP., R, R. (plus U, E, W)."""
-    out = ""
-    for bit, ch in ((0x01, "F"), (0x02, "S"), (0x04, "R"), (0x08, "P"), (0x20, "U"), (0x40, "E"), (0x80, "W")):
-        if flags & bit:
-            out += ch
-    if flags & 0x10:
-        out += "."
-    return out or "none"
+    return flags_to_str(flags)
 
 
 def segment_label(seg: Segment, seq_base: int | None, ack_base: int | None) -> str:

@@ -158,6 +158,11 @@ _FLAGS_STR = tuple(
     "".join(ch for bit, ch in _FLAG_LETTERS if f & bit) or "none" for f in range(_FLAGS_MASK + 1)
 )
 
+
+def flags_to_str(flags: int) -> str:
+    """tcpdump's flag string for a flags value: ``S``, ``S.``, ``P.``, ``FP.``, ``R.``..."""
+    return _FLAGS_STR[flags & _FLAGS_MASK]
+
 # tcpdump's option names (print-tcp.c tcp_option_values); others "unknown-N".
 _TCPDUMP_OPT_NAMES = {
     0: "eol",
