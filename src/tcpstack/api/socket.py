@@ -2,27 +2,54 @@
 by changing one import::
 
     from tcpstack import socket          # instead of: import socket
-    s = socket.create_connection(("198.18.0.1", 8080))
-    s.sendall(b"hello"); print(s.recv(100)); s.close()
+    from tcpstack.runtime.host import Host
+
+    with Host(netns="tcpstack-demo") as host:
+        socket.set_default_driver(host)
+        s = socket.create_connection(("198.18.0.1", 8080))
+        s.sendall(b"hello"); print(s.recv(100)); s.close()
 
 Every socket belongs to a running ``Driver`` (``tcpstack.runtime.driver``);
-``set_default_driver`` chooses the one ``socket()`` uses when none is given.
+``set_default_driver`` chooses the one ``socket()`` uses when none is given
+(a ``Host`` is accepted wherever a driver is).  User calls enter the engine
+under the driver's lock and block on its condition variable, so any number of
+threads may use any number of sockets.
+
 Errors are the standard library's: ``ConnectionRefusedError``,
 ``ConnectionResetError``, ``TimeoutError``, ``BrokenPipeError``,
-``BlockingIOError`` (EAGAIN / EINPROGRESS), ``OSError`` with errno
-(EADDRINUSE, EADDRNOTAVAIL, ENOTCONN, EISCONN, EINVAL, EBADF).
+``BlockingIOError`` (EAGAIN / EINPROGRESS / EALREADY), ``OSError`` with errno
+(EADDRINUSE, EADDRNOTAVAIL, ENOTCONN, EISCONN, EINVAL, EBADF, ENETDOWN when
+the stack is stopped).
+
+Where this differs from a kernel socket, on purpose:
+
+* no file descriptor: ``fileno()`` is -1, so multiplex with :class:`Selector`
+  (a ``selectors.BaseSelector``), not ``select.select``;
+* numeric addresses only (no name resolution; ``getaddrinfo`` here accepts
+  numeric hosts);
+* ``getsockopt(IPPROTO_TCP, TCP_INFO)`` returns a dict (``tcpi_*`` names
+  without the prefix), not a packed struct;
+* ``SO_RCVBUF``/``SO_SNDBUF`` are kept as given (Linux doubles them) and, set
+  on a listener, apply to accepted connections after their handshake;
+* ``TCP_KEEPIDLE``/``TCP_KEEPINTVL``/``TCP_KEEPCNT`` override the stack's
+  ``tcp_keepalive_*`` tunables for that connection only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import io
 import selectors as _selectors
 import socket as _std
+import struct
+import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..runtime.driver import Driver
-from ..tcp import Connection, Listener, State
+from ..tcp import Connection, Listener, Stack, State
 
 AF_INET = _std.AF_INET
 AF_INET6 = _std.AF_INET6
@@ -35,6 +62,7 @@ SO_LINGER = _std.SO_LINGER
 SO_RCVBUF = _std.SO_RCVBUF
 SO_SNDBUF = _std.SO_SNDBUF
 SO_ERROR = _std.SO_ERROR
+SO_TYPE = _std.SO_TYPE
 TCP_NODELAY = _std.TCP_NODELAY
 TCP_MAXSEG = _std.TCP_MAXSEG
 TCP_KEEPIDLE = getattr(_std, "TCP_KEEPIDLE", 4)
@@ -46,16 +74,58 @@ TCP_USER_TIMEOUT = getattr(_std, "TCP_USER_TIMEOUT", 18)
 SHUT_RD = _std.SHUT_RD
 SHUT_WR = _std.SHUT_WR
 SHUT_RDWR = _std.SHUT_RDWR
+MSG_PEEK = _std.MSG_PEEK
+MSG_WAITALL = _std.MSG_WAITALL
+MSG_DONTWAIT = getattr(_std, "MSG_DONTWAIT", 0x40)
+SOMAXCONN = _std.SOMAXCONN
+has_ipv6 = True
+
+# Pure helpers of the standard module, re-exported so ported code finds them.
 error = OSError
 timeout = TimeoutError
+gaierror = _std.gaierror
+herror = _std.herror
+inet_pton = _std.inet_pton
+inet_ntop = _std.inet_ntop
+inet_aton = _std.inet_aton
+inet_ntoa = _std.inet_ntoa
+htons = _std.htons
+ntohs = _std.ntohs
+htonl = _std.htonl
+ntohl = _std.ntohl
+getdefaulttimeout = _std.getdefaulttimeout
+setdefaulttimeout = _std.setdefaulttimeout
+
+__all__ = [
+    "AF_INET", "AF_INET6", "IPPROTO_TCP", "MSG_DONTWAIT", "MSG_PEEK", "MSG_WAITALL", "SHUT_RD",
+    "SHUT_RDWR", "SHUT_WR", "SOCK_STREAM", "SOL_SOCKET", "SOMAXCONN", "SO_ERROR", "SO_KEEPALIVE",
+    "SO_LINGER", "SO_RCVBUF", "SO_REUSEADDR", "SO_SNDBUF", "SO_TYPE", "TCP_INFO", "TCP_KEEPCNT",
+    "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_MAXSEG", "TCP_NODELAY", "TCP_QUICKACK", "TCP_USER_TIMEOUT",
+    "DefaultSelector", "Selector", "SocketType", "create_connection", "create_server", "error",
+    "gaierror", "get_default_driver", "getaddrinfo", "getdefaulttimeout", "has_ipv6", "herror",
+    "htonl", "htons", "inet_aton", "inet_ntoa", "inet_ntop", "inet_pton", "ntohl", "ntohs",
+    "set_default_driver", "setdefaulttimeout", "socket", "timeout",
+]
 
 _default_driver: Driver | None = None
+_UNSET: Any = object()
 
 
-def set_default_driver(driver: Driver | None) -> None:
-    """The driver ``socket()`` uses when none is passed (``tcpstack nc`` sets it)."""
+def _as_driver(obj: Any) -> Driver:
+    """A Driver, or anything with a ``.driver`` (Host, LoopbackHost)."""
+    d = getattr(obj, "driver", obj)
+    if not isinstance(d, Driver):
+        raise TypeError(f"expected a tcpstack Driver or Host, got {obj!r}")
+    return d
+
+
+def set_default_driver(driver: Any) -> Driver | None:
+    """The driver (or Host) ``socket()`` uses when none is passed; None to clear.
+    Returns the previous one."""
     global _default_driver
-    _default_driver = driver
+    prev = _default_driver
+    _default_driver = None if driver is None else _as_driver(driver)
+    return prev
 
 
 def get_default_driver() -> Driver:
@@ -63,72 +133,117 @@ def get_default_driver() -> Driver:
         raise OSError(
             errno.ENETDOWN,
             "no tcpstack stack is running in this process: start one with "
-            "tcpstack.runtime.start(...) or pass driver= to socket()",
+            "tcpstack.runtime.host.Host(...) and pass it to set_default_driver(), "
+            "or pass driver= to socket()",
         )
     return _default_driver
 
 
-_UNSET: Any = object()
+# Sockets bound but not yet connected or listening hold their port here, per
+# stack, so that two binds to one port conflict as they do in the kernel.
+_bound: weakref.WeakKeyDictionary[Stack, weakref.WeakSet[socket]] = weakref.WeakKeyDictionary()
+
+
+def _blocking_error(what: str) -> BlockingIOError:
+    return BlockingIOError(errno.EAGAIN, f"Resource temporarily unavailable ({what} would block)")
 
 
 class socket:  # noqa: N801 - the stdlib's name, on purpose
     """A TCP socket on the user-space stack (SOCK_STREAM only)."""
 
-    def __init__(self, family: int = AF_INET, type: int = SOCK_STREAM, proto: int = 0, *, driver: Driver | None = None) -> None:  # noqa: A002
+    def __init__(
+        self,
+        family: int = AF_INET,
+        type: int = SOCK_STREAM,  # noqa: A002 - the stdlib's parameter name
+        proto: int = 0,
+        fileno: int | None = None,
+        *,
+        driver: Any = None,
+    ) -> None:
+        if fileno is not None:
+            raise OSError(errno.EOPNOTSUPP, "tcpstack sockets cannot wrap a kernel file descriptor")
+        if family == -1:
+            family = AF_INET
         if family not in (AF_INET, AF_INET6):
             raise OSError(errno.EAFNOSUPPORT, f"tcpstack sockets are AF_INET or AF_INET6, not {family}")
-        if type & 0xF != SOCK_STREAM:
+        if type != -1 and type & 0xF != SOCK_STREAM:
             raise OSError(errno.EPROTONOSUPPORT, "tcpstack implements TCP only: use SOCK_STREAM")
+        if proto not in (0, -1, IPPROTO_TCP):
+            raise OSError(errno.EPROTONOSUPPORT, f"protocol {proto} is not TCP")
         self.family = family
         self.type = SOCK_STREAM
-        self.proto = proto
-        self._driver = driver or get_default_driver()
+        self.proto = IPPROTO_TCP if proto in (0, -1) else proto
+        self._driver = get_default_driver() if driver is None else _as_driver(driver)
         self._conn: Connection | None = None
         self._listener: Listener | None = None
         self._bound: tuple[str, int] | None = None
         self._timeout: float | None = _std.getdefaulttimeout()
         self._closed = False
+        self._io_refs = 0
         self._opts: dict[tuple[int, int], Any] = {}
-        self._connect_error: OSError | None = None
+        self._connect_error: OSError | None = None  # a failed connect, for SO_ERROR / connect_ex
+        self._error_reported = False  # SO_ERROR reads and clears, as in the kernel
+        self._shut_rd = False
+        self._peeked = b""  # data taken from the engine by recv(MSG_PEEK), served first
 
     # ------------------------------------------------------------------ helpers
     @property
-    def _stack(self) -> Any:
+    def _stack(self) -> Stack:
         return self._driver.stack
 
     def _check_open(self) -> None:
         if self._closed:
             raise OSError(errno.EBADF, "Bad file descriptor (the socket is closed)")
 
-    def _wait(self, predicate: Callable[[], bool], what: str) -> None:
-        """Block per the socket's timeout: None = forever, 0 = non-blocking."""
-        if predicate():
-            return
-        if self._timeout == 0:
-            raise BlockingIOError(errno.EAGAIN, f"Resource temporarily unavailable ({what} would block)")
-        if not self._driver.wait(lambda: predicate() or self._driver.error is not None, self._timeout):
-            raise TimeoutError(f"timed out waiting to {what}")
-        if self._driver.error is not None and not predicate():
-            raise OSError(errno.ENETDOWN, f"the tcpstack driver stopped: {self._driver.error!r}")
+    def _deadline(self, nonblocking: bool = False) -> float | None:
+        """Absolute time.monotonic() deadline for one call; 0.0 = non-blocking, None = forever."""
+        if nonblocking or self._timeout == 0:
+            return 0.0
+        return None if self._timeout is None else time.monotonic() + self._timeout
+
+    def _wait(self, ready: Callable[[], bool], what: str, deadline: float | None) -> None:
+        """Block until ``ready()`` (evaluated under the driver's lock) or the deadline."""
+        if deadline == 0.0:
+            raise _blocking_error(what)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ok = self._driver.wait(lambda: ready() or self._closed, remaining)
+        if self._closed:
+            raise OSError(errno.EBADF, f"Bad file descriptor (the socket was closed during {what})")
+        if not ok:
+            if not self._driver.running:
+                raise self._driver.down_error()
+            raise TimeoutError("timed out")
 
     def _family_addr(self, host: str) -> str:
         if host in ("", "0.0.0.0", "::"):
             return ""
+        fam = self.family
         try:
-            if self.family == AF_INET6:
-                return _std.inet_ntop(AF_INET6, _std.inet_pton(AF_INET6, host))
-            return _std.inet_ntop(AF_INET, _std.inet_pton(AF_INET, host))
-        except OSError:
-            raise OSError(errno.EINVAL, f"{host!r} is not a numeric {'IPv6' if self.family == AF_INET6 else 'IPv4'} address (tcpstack does no name resolution)") from None
+            return _std.inet_ntop(fam, _std.inet_pton(fam, host))
+        except (OSError, TypeError):
+            kind = "IPv6" if fam == AF_INET6 else "IPv4"
+            raise _std.gaierror(
+                _std.EAI_NONAME, f"{host!r} is not a numeric {kind} address (tcpstack does no name resolution)"
+            ) from None
 
-    def _apply_options(self, conn: Connection) -> None:
+    def _addr_tuple(self, addr: str, port: int) -> tuple[Any, ...]:
+        if self.family == AF_INET6:
+            return (addr, port, 0, 0)
+        return (addr, port)
+
+    def _apply_options(self, conn: Connection, now: int) -> None:
         for (level, opt), value in self._opts.items():
-            _set_conn_option(conn, level, opt, value)
+            _set_conn_option(conn, level, opt, value, now)
+
+    def _reuse(self) -> bool:
+        return bool(self._opts.get((SOL_SOCKET, SO_REUSEADDR)))
 
     # ------------------------------------------------------------------ timeouts
     def settimeout(self, value: float | None) -> None:
-        if value is not None and value < 0:
-            raise ValueError("Timeout value out of range")
+        if value is not None:
+            value = float(value)
+            if value < 0:
+                raise ValueError("Timeout value out of range")
         self._timeout = value
 
     def gettimeout(self) -> float | None:
@@ -141,116 +256,200 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
         return self._timeout != 0.0
 
     # ------------------------------------------------------------------ addresses
-    def bind(self, address: tuple[str, int]) -> None:
+    def _port_conflict(self, addr: str, port: int) -> str | None:
+        """Why (addr, port) cannot be bound, or None. Under the driver's lock."""
+        stack = self._stack
+        reuse = self._reuse()
+
+        def overlaps(a: str) -> bool:
+            return not a or not addr or a == addr
+
+        for a, p in stack.listeners:
+            if p == port and overlaps(a):
+                return "a listening socket"
+        for s in _bound.get(stack, ()):
+            if s is self or s._closed or s._bound is None or s._bound[1] != port or not overlaps(s._bound[0]):
+                continue
+            if not (reuse and s._reuse()):
+                return "another socket"
+        if not reuse:
+            for k in stack.conns:
+                if k[1] == port and overlaps(k[0]):
+                    return "a connection (set SO_REUSEADDR)"
+            for k in stack.timewait:
+                if k[1] == port and overlaps(k[0]):
+                    return "a connection in TIME-WAIT (set SO_REUSEADDR)"
+        return None
+
+    def _pick_port(self, addr: str) -> int:
+        lo, hi = self._stack.config.ip_local_port_range
+        span = hi - lo + 1
+        start = self._stack.rng.randrange(span)
+        for i in range(span):
+            port = lo + (start + i) % span
+            if self._port_conflict(addr, port) is None:
+                return port
+        raise OSError(errno.EADDRINUSE, f"Address already in use (no free port in {lo}-{hi})")
+
+    def bind(self, address: tuple[Any, ...]) -> None:
         self._check_open()
-        if self._bound is not None or self._conn is not None:
+        if self._bound is not None or self._conn is not None or self._listener is not None:
             raise OSError(errno.EINVAL, "Invalid argument (the socket is already bound)")
         host, port = address[0], int(address[1])
+        if not 0 <= port <= 65535:
+            raise OverflowError("bind(): port must be 0-65535.")
         addr = self._family_addr(host)
         stack = self._stack
         if addr and addr not in stack.addresses:
-            raise OSError(errno.EADDRNOTAVAIL, f"Cannot assign requested address {host}: the stack answers for {', '.join(stack.addresses)}")
-        if port:
-            with self._driver.lock:
-                busy = any(k[1] == port and (not addr or k[0] in ("", addr)) for k in stack.listeners)
-            if busy:
-                raise OSError(errno.EADDRINUSE, f"Address already in use (port {port} has a listener)")
-        self._bound = (addr, port)
+            raise OSError(
+                errno.EADDRNOTAVAIL,
+                f"Cannot assign requested address {host}: the stack answers for {', '.join(stack.addresses)}",
+            )
+        with self._driver.lock:
+            if port == 0:
+                port = self._pick_port(addr)
+            else:
+                why = self._port_conflict(addr, port)
+                if why is not None:
+                    raise OSError(errno.EADDRINUSE, f"Address already in use (port {port} is held by {why})")
+            self._bound = (addr, port)
+            _bound.setdefault(stack, weakref.WeakSet()).add(self)
 
-    def getsockname(self) -> tuple[str, int]:
+    def getsockname(self) -> tuple[Any, ...]:
         self._check_open()
+        wildcard = "::" if self.family == AF_INET6 else "0.0.0.0"
         if self._conn is not None:
-            return (self._conn.local_addr, self._conn.local_port)
+            return self._addr_tuple(self._conn.local_addr, self._conn.local_port)
         if self._listener is not None:
-            return (self._listener.local_addr or ("::" if self.family == AF_INET6 else "0.0.0.0"), self._listener.local_port)
+            return self._addr_tuple(self._listener.local_addr or wildcard, self._listener.local_port)
         if self._bound is not None:
-            return (self._bound[0] or "0.0.0.0", self._bound[1])
-        return ("0.0.0.0", 0)
+            return self._addr_tuple(self._bound[0] or wildcard, self._bound[1])
+        return self._addr_tuple(wildcard, 0)
 
-    def getpeername(self) -> tuple[str, int]:
+    def getpeername(self) -> tuple[Any, ...]:
         self._check_open()
-        if self._conn is None or not self._conn.established and self._conn.state is not State.SYN_RECEIVED:
+        c = self._conn
+        if c is None or c.state in (State.CLOSED, State.SYN_SENT):
             raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
-        return (self._conn.remote_addr, self._conn.remote_port)
+        return self._addr_tuple(c.remote_addr, c.remote_port)
 
     # ------------------------------------------------------------------ passive open
-    def listen(self, backlog: int = 128) -> None:
+    def listen(self, backlog: int = SOMAXCONN) -> None:
         self._check_open()
         if self._conn is not None:
             raise OSError(errno.EINVAL, "Invalid argument (the socket is connected)")
-        if self._listener is not None:
-            self._driver.call(lambda now: self._listener.set_backlog(backlog))  # type: ignore[union-attr]
+        backlog = max(int(backlog), 0)
+        lst = self._listener
+        if lst is not None:
+            self._driver.call(lambda now: lst.set_backlog(backlog))
             return
-        if self._bound is None or self._bound[1] == 0:
-            raise OSError(errno.EINVAL, "bind() to a port before listen() (tcpstack does not pick listening ports)")
+        if self._bound is None:
+            self.bind(("", 0))  # as the kernel does: listen() on an unbound socket picks a port
+        assert self._bound is not None
         addr, port = self._bound
-        reuse = bool(self._opts.get((SOL_SOCKET, SO_REUSEADDR)))
-        lst = self._driver.call(lambda now: self._stack.listen(port, now, addr=addr, backlog=backlog, reuse=reuse))
-        lst.waker = self._driver.notify
-        self._listener = lst
+        reuse = self._reuse()
 
-    def accept(self) -> tuple[socket, tuple[str, int]]:
+        def do(now: int) -> Listener:
+            new = self._stack.listen(port, now, addr=addr, backlog=backlog, reuse=reuse)
+            new.waker = self._driver.notify
+            return new
+
+        self._listener = self._driver.call(do)
+
+    def accept(self) -> tuple[socket, tuple[Any, ...]]:
         self._check_open()
         lst = self._listener
         if lst is None:
             raise OSError(errno.EINVAL, "Invalid argument (call listen() before accept())")
-        self._wait(lambda: bool(lst.accept_queue) or self._closed, "accept")
-        conn = self._driver.call(lambda now: lst.accept())
-        if conn is None:
-            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable (no connection to accept)")
+        deadline = self._deadline()
+
+        def take(now: int) -> Connection | None:
+            conn = lst.accept()
+            if conn is not None:
+                conn.waker = self._driver.notify
+                child_opts = dict(self._opts)
+                for (level, opt), value in child_opts.items():
+                    _set_conn_option(conn, level, opt, value, now)
+            return conn
+
+        while True:
+            conn = self._driver.call(take)
+            if conn is not None:
+                break
+            self._wait(lambda: lst.readable, "accept", deadline)
         child = socket(self.family, SOCK_STREAM, driver=self._driver)
         child._conn = conn
         child._opts = dict(self._opts)
-        child._timeout = self._timeout if self._timeout != 0 else None
-        with self._driver.lock:
-            conn.waker = self._driver.notify
-            child._apply_options(conn)
-        return child, (conn.remote_addr, conn.remote_port)
+        # As CPython: the accepted socket gets the default timeout, not the listener's.
+        child._timeout = _std.getdefaulttimeout()
+        return child, child._addr_tuple(conn.remote_addr, conn.remote_port)
 
     # ------------------------------------------------------------------ active open
-    def connect(self, address: tuple[str, int]) -> None:
-        err = self._start_connect(address)
+    def connect(self, address: tuple[Any, ...]) -> None:
+        err = self._connect(address)
         if err is not None:
             raise err
 
-    def connect_ex(self, address: tuple[str, int]) -> int:
+    def connect_ex(self, address: tuple[Any, ...]) -> int:
         try:
-            err = self._start_connect(address)
+            err = self._connect(address)
+        except TimeoutError as exc:
+            return exc.errno or errno.ETIMEDOUT
         except OSError as exc:
+            if isinstance(exc, _std.gaierror):
+                raise
             return exc.errno or errno.EINVAL
-        return 0 if err is None else (err.errno or errno.EINVAL)
+        if err is None:
+            return 0
+        return err.errno or errno.EINVAL
 
-    def _start_connect(self, address: tuple[str, int]) -> OSError | None:
+    def _connect(self, address: tuple[Any, ...]) -> OSError | None:
+        """Start or continue a connect; returns the error to raise (None when connected)."""
         self._check_open()
         if self._listener is not None:
             raise OSError(errno.EINVAL, "Invalid argument (the socket is listening)")
         conn = self._conn
-        if conn is None:
+        if conn is not None:
+            if conn.state in (State.SYN_SENT, State.SYN_RECEIVED):
+                if self._timeout == 0:
+                    return BlockingIOError(errno.EALREADY, "Operation already in progress")
+            elif conn.error is None:
+                return OSError(errno.EISCONN, "Transport endpoint is already connected")
+        else:
             host, port = address[0], int(address[1])
+            if not 0 < port <= 65535:
+                raise OverflowError("connect(): port must be 1-65535.") if port > 65535 else OSError(
+                    errno.ECONNREFUSED, "Connection refused (port 0)")
             remote = self._family_addr(host)
             if not remote:
                 raise OSError(errno.EINVAL, "connect() needs a destination address")
-            local_addr = self._bound[0] or None if self._bound else None
-            local_port = self._bound[1] or None if self._bound else None
+            local_addr = (self._bound[0] or None) if self._bound else None
+            local_port = (self._bound[1] or None) if self._bound else None
+            self._connect_error = None
+            self._error_reported = False
 
             def do(now: int) -> Connection:
-                c = self._stack.connect(remote, port, now, local_addr=local_addr, local_port=local_port, setup=self._apply_options)
+                c = self._stack.connect(
+                    remote, port, now, local_addr=local_addr, local_port=local_port,
+                    setup=lambda c: self._apply_options(c, now),
+                )
                 c.waker = self._driver.notify
                 return c
 
             conn = self._conn = self._driver.call(do)
-        elif conn.established:
-            return OSError(errno.EISCONN, "Transport endpoint is already connected")
-        done = lambda: conn.state not in (State.SYN_SENT, State.SYN_RECEIVED)  # noqa: E731
-        if self._timeout == 0 and not done():
-            return BlockingIOError(errno.EINPROGRESS, "Operation now in progress")
-        try:
-            self._wait(done, "connect")
-        except TimeoutError:
-            self._driver.call(lambda now: conn.abort(now))
-            self._conn = None
-            raise
+        pending = lambda: conn.state in (State.SYN_SENT, State.SYN_RECEIVED)  # noqa: E731
+        if self._timeout == 0:
+            if pending():
+                return BlockingIOError(errno.EINPROGRESS, "Operation now in progress")
+        else:
+            try:
+                self._wait(lambda: not pending(), "connect", self._deadline())
+            except TimeoutError:
+                self._driver.call(lambda now: conn.abort(now))
+                self._conn = None
+                raise
         if conn.error is not None:
+            # Failed: the socket may connect again (as a kernel socket after ECONNREFUSED).
             self._conn = None
             self._connect_error = conn.error
             return type(conn.error)(*conn.error.args)
@@ -263,32 +462,85 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
             raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
         return self._conn
 
-    def send(self, data: bytes | bytearray | memoryview, flags: int = 0) -> int:
+    def send(self, data: Any, flags: int = 0) -> int:
         conn = self._connected()
-        if not len(data):
+        mv = data if isinstance(data, bytes) else memoryview(data).cast("B")
+        if not len(mv):
             return 0
-        self._wait(lambda: conn.writable, "send")
-        return self._driver.call(lambda now: conn.send(data, now))
+        deadline = self._deadline(bool(flags & MSG_DONTWAIT))
+        while True:
+            n = self._driver.call(lambda now: conn.send(mv, now))
+            if n:
+                return n
+            self._wait(lambda: conn.writable or conn.state is State.CLOSED, "send", deadline)
 
-    def sendall(self, data: bytes | bytearray | memoryview, flags: int = 0) -> None:
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """Send everything (one deadline for the whole call, as CPython >= 3.5)."""
+        conn = self._connected()
         mv = memoryview(data).cast("B")
-        while mv:
-            n = self.send(mv, flags)
-            mv = mv[n:]
+        deadline = self._deadline(bool(flags & MSG_DONTWAIT))
+        off, total = 0, len(mv)
+        while off < total:
+            # A bytes object that fits is queued without a copy; otherwise a
+            # zero-copy slice, which the send buffer copies what it takes of.
+            chunk: Any = data if not off and isinstance(data, bytes) else mv[off:]
+            n = self._driver.call(lambda now, c=chunk: conn.send(c, now))
+            off += n
+            if off < total and not n:
+                self._wait(lambda: conn.writable or conn.state is State.CLOSED, "sendall", deadline)
+
+    def _recv_once(self, bufsize: int, deadline: float | None, peek: bool) -> bytes:
+        conn = self._connected()
+        if self._peeked:
+            data = self._peeked[:bufsize]
+            if not peek:
+                self._peeked = self._peeked[len(data):]
+            return data
+        while True:
+            got = self._driver.call(lambda now: conn.recv(bufsize, now))
+            if got is not None:
+                break
+            if self._shut_rd:
+                return b""
+            self._wait(lambda: conn.readable, "recv", deadline)
+        if peek and got:
+            self._peeked = got
+        return got
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        conn = self._connected()
+        self._connected()
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
+        unknown = flags & ~(MSG_PEEK | MSG_WAITALL | MSG_DONTWAIT)
+        if unknown:
+            raise OSError(errno.EOPNOTSUPP, f"recv flags {unknown:#x} are not supported by tcpstack")
         if bufsize == 0:
             return b""
-        self._wait(lambda: conn.readable, "recv")
-        got = self._driver.call(lambda now: conn.recv(bufsize, now))
-        return b"" if got is None else got
+        deadline = self._deadline(bool(flags & MSG_DONTWAIT))
+        peek = bool(flags & MSG_PEEK)
+        data = self._recv_once(bufsize, deadline, peek)
+        if not flags & MSG_WAITALL or peek or len(data) == bufsize or not data:
+            return data
+        parts = [data]
+        got = len(data)
+        while got < bufsize:
+            try:
+                more = self._recv_once(bufsize - got, deadline, False)
+            except (BlockingIOError, TimeoutError):
+                break  # as Linux: a non-blocking or timed-out MSG_WAITALL returns what it has
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
 
-    def recv_into(self, buffer: bytearray | memoryview, nbytes: int = 0, flags: int = 0) -> int:
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         mv = memoryview(buffer).cast("B")
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
         n = nbytes or len(mv)
+        if n > len(mv):
+            raise ValueError("buffer too small for requested bytes")
         data = self.recv(n, flags)
         mv[: len(data)] = data
         return len(data)
@@ -299,32 +551,130 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
             raise OSError(errno.EINVAL, "shutdown() takes SHUT_RD, SHUT_WR or SHUT_RDWR")
 
         def do(now: int) -> None:
+            if conn.state is State.CLOSED and conn.error is None:
+                raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
             if how in (SHUT_RD, SHUT_RDWR):
-                conn.shut_rd = True
+                # As Linux: recv() stops blocking and returns b"" once the queue is
+                # empty; data still arriving is acknowledged as usual.
+                self._shut_rd = True
             if how in (SHUT_WR, SHUT_RDWR) and conn.state not in (State.CLOSED, State.TIME_WAIT):
                 conn.shutdown(now)
+            if self._shut_rd:
+                self._driver.notify()
 
         self._driver.call(do)
 
     def close(self) -> None:
+        """close(2): release the socket. Deferred while makefile() objects are open."""
         if self._closed:
             return
         self._closed = True
-        if self._conn is not None:
-            conn = self._conn
-            self._driver.call(lambda now: conn.close(now))
-        if self._listener is not None:
-            lst = self._listener
-            self._driver.call(lambda now: lst.close(now))
-        with self._driver.cond:
-            self._driver.cond.notify_all()
+        if self._io_refs <= 0:
+            self._real_close()
+        elif self._driver.running:
+            with self._driver.cond:
+                self._driver.cond.notify_all()
+
+    def _real_close(self) -> None:
+        d = self._driver
+        if d.running:
+            conn, lst = self._conn, self._listener
+            try:
+                if conn is not None:
+                    self._close_conn(conn)
+                if lst is not None:
+                    d.call(lambda now: lst.close(now))
+            except OSError:
+                if d.running:
+                    raise
+            with d.cond:
+                d.cond.notify_all()
+        s = _bound.get(self._stack)
+        if s is not None:
+            s.discard(self)
+
+    def _close_conn(self, conn: Connection) -> None:
+        """close(2) on the TCB. With SO_LINGER on and a timeout, block until what
+        was sent is acknowledged or the timeout passes (then the connection
+        carries on, orphaned, as in Linux)."""
+        d = self._driver
+        onoff, secs = self._opts.get((SOL_SOCKET, SO_LINGER), (0, 0))
+        linger = bool(onoff) and secs > 0 and self._timeout != 0
+
+        def do(now: int) -> None:
+            conn.close(now)  # the engine drops the waker: a closed socket wants no wake-ups
+            if linger:
+                conn.waker = d.notify
+
+        d.call(do)
+        if linger:
+            done = (State.CLOSED, State.TIME_WAIT, State.FIN_WAIT_2)
+            d.wait(lambda: conn.state in done, secs)
+            with d.lock:
+                conn.waker = None
+
+    def _decref_socketios(self) -> None:
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._closed and self._io_refs == 0:
+            self._real_close()
+
+    def makefile(self, mode: str = "r", buffering: int | None = None, *,
+                 encoding: str | None = None, errors: str | None = None, newline: str | None = None) -> Any:
+        """A file object over the socket, as socket.makefile (CPython's own SocketIO)."""
+        if not set(mode) <= {"r", "w", "b"}:
+            raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
+        writing = "w" in mode
+        reading = "r" in mode or not writing
+        binary = "b" in mode
+        rawmode = ("r" if reading else "") + ("w" if writing else "")
+        raw = _std.SocketIO(self, rawmode)  # type: ignore[arg-type]
+        self._io_refs += 1
+        if buffering is None or buffering < 0:
+            buffering = io.DEFAULT_BUFFER_SIZE
+        if buffering == 0:
+            if not binary:
+                raise ValueError("unbuffered streams must be binary")
+            return raw
+        buffer: Any
+        if reading and writing:
+            buffer = io.BufferedRWPair(raw, raw, buffering)
+        elif reading:
+            buffer = io.BufferedReader(raw, buffering)
+        else:
+            buffer = io.BufferedWriter(raw, buffering)
+        if binary:
+            return buffer
+        text = io.TextIOWrapper(buffer, io.text_encoding(encoding), errors, newline)
+        text.mode = mode  # type: ignore[misc]
+        return text
 
     def detach(self) -> int:
         raise OSError(errno.EOPNOTSUPP, "tcpstack sockets have no kernel file descriptor to detach")
 
+    def dup(self) -> socket:
+        raise OSError(errno.EOPNOTSUPP, "tcpstack sockets cannot be duplicated")
+
     def fileno(self) -> int:
-        """tcpstack sockets have no kernel fd; use tcpstack.api.socket.Selector to multiplex."""
+        """tcpstack sockets have no kernel fd; use tcpstack.socket.Selector to multiplex."""
         return -1
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def connection(self) -> Connection | None:
+        """The engine's TCB (for tests and tools: ``history``, ``info()``...)."""
+        return self._conn
+
+    @property
+    def listener(self) -> Listener | None:
+        return self._listener
+
+    @property
+    def driver(self) -> Driver:
+        return self._driver
 
     def __enter__(self) -> socket:
         return self
@@ -339,34 +689,43 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
     # ------------------------------------------------------------------ options
     def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None) -> None:
         self._check_open()
-        if isinstance(value, (bytes, bytearray)) and (level, optname) == (SOL_SOCKET, SO_LINGER):
-            import struct
-
-            onoff, secs = struct.unpack("ii", bytes(value)[:8])
-            value = (onoff, secs)
+        if (level, optname) == (SOL_SOCKET, SO_LINGER):
+            if isinstance(value, (bytes, bytearray)):
+                value = struct.unpack("ii", bytes(value)[:8])
+            value = tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else value
         elif isinstance(value, (bytes, bytearray)):
-            value = int.from_bytes(bytes(value)[:4], "little")
+            value = int.from_bytes(bytes(value)[:4], "little", signed=True)
+        elif isinstance(value, bool):
+            value = int(value)
         _validate_option(level, optname, value)
         self._opts[(level, optname)] = value
         conn = self._conn
         if conn is not None:
-            self._driver.call(lambda now: _set_conn_option(conn, level, optname, value))
+            self._driver.call(lambda now: _set_conn_option(conn, level, optname, value, now))
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
         self._check_open()
         conn = self._conn
-        if (level, optname) == (IPPROTO_TCP, TCP_INFO):
+        key = (level, optname)
+        if key == (IPPROTO_TCP, TCP_INFO):
             if conn is None:
                 raise OSError(errno.ENOTCONN, "TCP_INFO needs a connected socket")
             return self.tcp_info()
-        if (level, optname) == (SOL_SOCKET, SO_ERROR):
+        if key == (SOL_SOCKET, SO_ERROR):
             err = (conn.error if conn is not None else None) or self._connect_error
-            return err.errno if err is not None and err.errno else 0
+            if err is None or self._error_reported:
+                return 0
+            self._error_reported = True
+            return err.errno or errno.EIO
+        if key == (SOL_SOCKET, SO_TYPE):
+            return SOCK_STREAM
+        if key == (SOL_SOCKET, SO_LINGER) and buflen:
+            onoff, secs = self._opts.get(key, (0, 0))
+            return struct.pack("ii", onoff, secs)
         if conn is not None:
-            return self._driver.call(lambda now: _get_conn_option(conn, level, optname))
-        if (level, optname) in self._opts:
-            v = self._opts[(level, optname)]
-            return v
+            return self._driver.call(lambda now: _get_conn_option(conn, level, optname, self._opts))
+        if key in self._opts:
+            return self._opts[key]
         return _default_option(self._stack.config, level, optname)
 
     def tcp_info(self) -> dict[str, Any]:
@@ -376,44 +735,70 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
 
     # ------------------------------------------------------------------ readiness (Selector)
     def _readable(self) -> bool:
-        if self._closed:
+        if self._closed or self._peeked:
             return True
         if self._listener is not None:
             return self._listener.readable
-        return self._conn is not None and self._conn.readable
+        c = self._conn
+        if c is None:
+            return self._connect_error is not None
+        return c.readable or self._shut_rd
 
     def _writable(self) -> bool:
         if self._closed:
             return True
         c = self._conn
-        return c is not None and (c.writable or c.state is State.CLOSED)
+        if c is None:
+            return self._connect_error is not None
+        return c.writable or c.state is State.CLOSED
+
+
+SocketType = socket
+
+_KNOWN_OPTIONS = frozenset({
+    (SOL_SOCKET, SO_REUSEADDR), (SOL_SOCKET, SO_KEEPALIVE), (SOL_SOCKET, SO_LINGER),
+    (SOL_SOCKET, SO_RCVBUF), (SOL_SOCKET, SO_SNDBUF), (IPPROTO_TCP, TCP_NODELAY),
+    (IPPROTO_TCP, TCP_MAXSEG), (IPPROTO_TCP, TCP_KEEPIDLE), (IPPROTO_TCP, TCP_KEEPINTVL),
+    (IPPROTO_TCP, TCP_KEEPCNT), (IPPROTO_TCP, TCP_USER_TIMEOUT), (IPPROTO_TCP, TCP_QUICKACK),
+})
 
 
 def _validate_option(level: int, opt: int, value: Any) -> None:
-    known = {
-        (SOL_SOCKET, SO_REUSEADDR), (SOL_SOCKET, SO_KEEPALIVE), (SOL_SOCKET, SO_LINGER),
-        (SOL_SOCKET, SO_RCVBUF), (SOL_SOCKET, SO_SNDBUF), (IPPROTO_TCP, TCP_NODELAY),
-        (IPPROTO_TCP, TCP_MAXSEG), (IPPROTO_TCP, TCP_KEEPIDLE), (IPPROTO_TCP, TCP_KEEPINTVL),
-        (IPPROTO_TCP, TCP_KEEPCNT), (IPPROTO_TCP, TCP_USER_TIMEOUT), (IPPROTO_TCP, TCP_QUICKACK),
-    }
-    if (level, opt) not in known:
+    if (level, opt) not in _KNOWN_OPTIONS:
         raise OSError(errno.ENOPROTOOPT, f"Protocol not available (option {level}/{opt} is not implemented by tcpstack)")
     if (level, opt) == (SOL_SOCKET, SO_LINGER):
-        if not (isinstance(value, tuple) and len(value) == 2):
+        if not (isinstance(value, tuple) and len(value) == 2 and value[1] >= 0):
             raise OSError(errno.EINVAL, "SO_LINGER takes (onoff, seconds) or struct linger bytes")
     elif not isinstance(value, int) or value < 0:
         raise OSError(errno.EINVAL, f"option {level}/{opt} takes a non-negative integer")
+    elif (level, opt) in ((IPPROTO_TCP, TCP_KEEPIDLE), (IPPROTO_TCP, TCP_KEEPINTVL), (IPPROTO_TCP, TCP_KEEPCNT)) and value < 1:
+        raise OSError(errno.EINVAL, "keepalive times and counts must be at least 1")
 
 
-def _set_conn_option(conn: Connection, level: int, opt: int, value: Any) -> None:
+_KEEPALIVE_KEYS = {
+    TCP_KEEPIDLE: "tcp_keepalive_time",
+    TCP_KEEPINTVL: "tcp_keepalive_intvl",
+    TCP_KEEPCNT: "tcp_keepalive_probes",
+}
+
+
+def _set_conn_option(conn: Connection, level: int, opt: int, value: Any, now: int) -> None:
+    """Apply one option to a TCB (under the driver's lock)."""
     if (level, opt) == (IPPROTO_TCP, TCP_NODELAY):
         conn.nodelay = bool(value)
         if conn.nodelay and conn.established:
-            conn._push(conn.last_send_at)  # pending small segments go out (Linux does too)
+            conn._push(now)  # pending small segments go out at once (Linux does too)
+            conn._rearm()
     elif (level, opt) == (SOL_SOCKET, SO_KEEPALIVE):
         conn.keepalive = bool(value)
         if conn.keepalive and conn.established and conn.keepalive_at is None:
-            conn._arm_keepalive(conn.last_send_at)
+            conn._arm_keepalive(now)
+            conn._rearm()
+    elif level == IPPROTO_TCP and opt in _KEEPALIVE_KEYS:
+        # Per-connection override of the stack's tunable: the TCB gets its own Config.
+        conn.config = dataclasses.replace(conn.config, **{_KEEPALIVE_KEYS[opt]: int(value)})
+        if opt == TCP_KEEPIDLE and conn.keepalive and conn.established:
+            conn._arm_keepalive(now)
             conn._rearm()
     elif (level, opt) == (SOL_SOCKET, SO_LINGER):
         onoff, secs = value
@@ -427,14 +812,14 @@ def _set_conn_option(conn: Connection, level: int, opt: int, value: Any) -> None
     elif (level, opt) == (IPPROTO_TCP, TCP_USER_TIMEOUT):
         conn.user_timeout_ms = int(value)
     elif (level, opt) == (IPPROTO_TCP, TCP_MAXSEG):
-        if value:
+        if value and conn.state in (State.CLOSED, State.SYN_SENT):
             conn.rcv_mss = min(conn.rcv_mss, max(int(value), 88))
     elif (level, opt) == (IPPROTO_TCP, TCP_QUICKACK):
         if value:
             conn.quickack = max(conn.quickack, 16)
 
 
-def _get_conn_option(conn: Connection, level: int, opt: int) -> Any:
+def _get_conn_option(conn: Connection, level: int, opt: int, opts: Mapping[tuple[int, int], Any]) -> Any:
     if (level, opt) == (IPPROTO_TCP, TCP_NODELAY):
         return int(conn.nodelay)
     if (level, opt) == (SOL_SOCKET, SO_KEEPALIVE):
@@ -448,7 +833,12 @@ def _get_conn_option(conn: Connection, level: int, opt: int) -> Any:
     if (level, opt) == (IPPROTO_TCP, TCP_USER_TIMEOUT):
         return conn.user_timeout_ms
     if (level, opt) == (IPPROTO_TCP, TCP_MAXSEG):
-        return conn.snd_mss if conn.established else conn.rcv_mss
+        # As Linux (tp->mss_cache): payload per segment, options already taken off.
+        return conn.eff_mss() if conn.established else conn.rcv_mss
+    if level == IPPROTO_TCP and opt in _KEEPALIVE_KEYS:
+        return getattr(conn.config, _KEEPALIVE_KEYS[opt])
+    if (level, opt) in opts:
+        return opts[(level, opt)]
     return _default_option(conn.config, level, opt)
 
 
@@ -465,22 +855,48 @@ def _default_option(cfg: Any, level: int, opt: int) -> Any:
         (IPPROTO_TCP, TCP_KEEPCNT): cfg.tcp_keepalive_probes,
         (IPPROTO_TCP, TCP_USER_TIMEOUT): 0,
         (IPPROTO_TCP, TCP_MAXSEG): 536,
+        (IPPROTO_TCP, TCP_QUICKACK): 1,
     }
     if (level, opt) not in defaults:
         raise OSError(errno.ENOPROTOOPT, f"Protocol not available (option {level}/{opt})")
     return defaults[(level, opt)]
 
 
-def create_connection(address: tuple[str, int], timeout: float | None = _UNSET, source_address: tuple[str, int] | None = None, *, driver: Driver | None = None) -> socket:
+def getaddrinfo(host: str | None, port: Any, family: int = 0, type: int = 0, proto: int = 0,  # noqa: A002
+                flags: int = 0) -> list[tuple[int, int, int, str, tuple[Any, ...]]]:
+    """socket.getaddrinfo for numeric hosts (tcpstack does no name resolution)."""
+    p = int(port or 0)
+    if host is None:
+        host = "::" if family == AF_INET6 else "0.0.0.0"
+    for fam in (AF_INET, AF_INET6):
+        if family not in (0, fam):
+            continue
+        try:
+            _std.inet_pton(fam, host)
+        except OSError:
+            continue
+        sockaddr: tuple[Any, ...] = (host, p, 0, 0) if fam == AF_INET6 else (host, p)
+        return [(fam, SOCK_STREAM, IPPROTO_TCP, "", sockaddr)]
+    raise _std.gaierror(_std.EAI_NONAME, f"{host!r} is not a numeric address (tcpstack does no name resolution)")
+
+
+def create_connection(
+    address: tuple[Any, ...],
+    timeout: float | None = _UNSET,
+    source_address: tuple[Any, ...] | None = None,
+    *,
+    all_errors: bool = False,
+    driver: Any = None,
+) -> socket:
     """Like socket.create_connection (numeric addresses only)."""
     host = address[0]
     fam = AF_INET6 if ":" in host else AF_INET
     s = socket(fam, SOCK_STREAM, driver=driver)
-    if timeout is not _UNSET:
-        s.settimeout(timeout)
-    if source_address:
-        s.bind(source_address)
     try:
+        if timeout is not _UNSET:
+            s.settimeout(timeout)
+        if source_address:
+            s.bind(source_address)
         s.connect(address)
     except BaseException:
         s.close()
@@ -488,12 +904,29 @@ def create_connection(address: tuple[str, int], timeout: float | None = _UNSET, 
     return s
 
 
-def create_server(address: tuple[str, int], *, family: int = AF_INET, backlog: int | None = None, reuse_port: bool = False, driver: Driver | None = None) -> socket:
-    """Like socket.create_server."""
+def create_server(
+    address: tuple[Any, ...],
+    *,
+    family: int = AF_INET,
+    backlog: int | None = None,
+    reuse_port: bool = False,
+    dualstack_ipv6: bool = False,
+    driver: Any = None,
+) -> socket:
+    """Like socket.create_server. A wildcard listener takes connections to every
+    address of the stack, IPv4 and IPv6, so ``dualstack_ipv6`` changes nothing."""
+    if reuse_port:
+        raise ValueError("SO_REUSEPORT not supported by tcpstack")
+    if dualstack_ipv6 and family != AF_INET6:
+        raise ValueError("dualstack_ipv6 requires AF_INET6 family")
     s = socket(family, SOCK_STREAM, driver=driver)
-    s.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)
-    s.bind(address)
-    s.listen(128 if backlog is None else backlog)
+    try:
+        s.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)
+        s.bind(address)
+        s.listen(SOMAXCONN if backlog is None else backlog)
+    except BaseException:
+        s.close()
+        raise
     return s
 
 
@@ -502,11 +935,12 @@ class Selector(_selectors.BaseSelector):
 
     It implements the BaseSelector interface (register/unregister/modify/select
     /get_map), so code written against ``selectors.DefaultSelector`` works
-    unchanged when it only multiplexes tcpstack sockets.
+    unchanged when it only multiplexes tcpstack sockets of one stack.
+    Readiness is level-triggered, as with epoll's default.
     """
 
-    def __init__(self, driver: Driver | None = None) -> None:
-        self._driver = driver
+    def __init__(self, driver: Any = None) -> None:
+        self._driver: Driver | None = None if driver is None else _as_driver(driver)
         self._map: dict[int, _selectors.SelectorKey] = {}
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> _selectors.SelectorKey:
@@ -518,6 +952,8 @@ class Selector(_selectors.BaseSelector):
             raise KeyError(f"{fileobj!r} is already registered")
         if self._driver is None:
             self._driver = fileobj._driver
+        elif fileobj._driver is not self._driver:
+            raise ValueError("all sockets of one Selector must belong to the same stack (driver)")
         key = _selectors.SelectorKey(fileobj, id(fileobj), events, data)
         self._map[id(fileobj)] = key
         return key
@@ -546,7 +982,10 @@ class Selector(_selectors.BaseSelector):
         return out
 
     def select(self, timeout: float | None = None) -> list[tuple[_selectors.SelectorKey, int]]:
-        if not self._map or self._driver is None:
+        d = self._driver
+        if d is None or not self._map:
+            if timeout is not None and timeout > 0:
+                time.sleep(timeout)
             return []
         result: list[tuple[_selectors.SelectorKey, int]] = []
 
@@ -556,10 +995,10 @@ class Selector(_selectors.BaseSelector):
             return bool(result)
 
         if timeout is not None and timeout <= 0:
-            with self._driver.lock:
+            with d.lock:
                 check()
             return result
-        self._driver.wait(check, timeout)
+        d.wait(check, timeout)
         return result
 
     def get_map(self) -> Mapping[Any, _selectors.SelectorKey]:
@@ -567,3 +1006,6 @@ class Selector(_selectors.BaseSelector):
 
     def close(self) -> None:
         self._map.clear()
+
+
+DefaultSelector = Selector

@@ -10,16 +10,37 @@ User code (the blocking socket API) runs in its own threads and enters the
 engine through ``Driver.call(fn)``, which holds the driver's lock, runs
 ``fn(now)``, flushes output and wakes the loop if the next deadline moved
 earlier.  Waiting for readiness uses ``Driver.cond``, a Condition on that
-same lock which connection wakers notify.
+same lock which connection wakers notify (``Driver.notify``).
+
+Two extras for tests and labs:
+
+* ``pcap=`` (a :class:`tcpstack.pcap.PcapWriter`) records every packet at the
+  stack's boundary -- what the engine sent, before any egress impairment, and
+  what it was handed, after any ingress impairment -- with wall-clock
+  timestamps, as tcpdump on the host would.
+* ``egress=`` / ``ingress=`` (an :class:`Impairment`) put netem-like loss,
+  delay, reordering and duplication between the engine and the device.
+  ``tc netem`` on the kernel's side of a TUN only shapes what the kernel
+  sends (a qdisc acts on egress); the driver's egress impairment covers the
+  other direction without an ifb device, and both work on kernels built
+  without sch_netem.
+
+:class:`LoopbackDevice` is a device that hands every packet back to the
+same stack (like ``lo``): one stack talking to itself, in real time, with no
+privileges -- what the socket API's unit tests run on.
 """
 
 from __future__ import annotations
 
+import errno
+import heapq
 import os
+import random
 import selectors
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
 from ..tcp import Stack
@@ -39,12 +60,172 @@ def now_us() -> int:
     return time.monotonic_ns() // 1000
 
 
+class Impairment:
+    """netem-like impairment of one direction, applied by the driver.
+
+    Same meaning as ``tc qdisc ... netem loss L delay D J reorder R duplicate P``
+    (without correlation): each packet is lost with probability ``loss``;
+    survivors are duplicated with probability ``duplicate``; each copy is held
+    ``delay_ms`` (± ``jitter_ms``, uniform), except that with probability
+    ``reorder`` a packet goes out at once, overtaking the delayed ones (as in
+    netem, reordering needs a delay).  Deterministic for a given ``seed``.
+    """
+
+    def __init__(
+        self,
+        *,
+        loss: float = 0.0,
+        delay_ms: float = 0.0,
+        jitter_ms: float = 0.0,
+        reorder: float = 0.0,
+        duplicate: float = 0.0,
+        seed: int | None = 0,
+    ) -> None:
+        for name, p in (("loss", loss), ("reorder", reorder), ("duplicate", duplicate)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+        if delay_ms < 0 or jitter_ms < 0:
+            raise ValueError("delay and jitter must not be negative")
+        self.loss = loss
+        self.delay_us = int(delay_ms * 1000)
+        self.jitter_us = int(jitter_ms * 1000)
+        self.reorder = reorder
+        self.duplicate = duplicate
+        self.rng = random.Random(seed)
+        self._held: list[tuple[int, int, bytes]] = []
+        self._n = 0
+        # counters
+        self.packets = 0
+        self.dropped = 0
+        self.duplicated = 0
+        self.reordered = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"Impairment(loss={self.loss}, delay_ms={self.delay_us / 1000}, jitter_ms={self.jitter_us / 1000}, "
+            f"reorder={self.reorder}, duplicate={self.duplicate})"
+        )
+
+    def counters(self) -> dict[str, int]:
+        return {"packets": self.packets, "dropped": self.dropped, "duplicated": self.duplicated,
+                "reordered": self.reordered, "held": len(self._held)}
+
+    def apply(self, packets: Iterable[bytes], now: int) -> list[bytes]:
+        """Impair ``packets``; returns those to deliver now (held ones come from ``release``)."""
+        rnd = self.rng.random
+        out: list[bytes] = []
+        for p in packets:
+            self.packets += 1
+            if self.loss and rnd() < self.loss:
+                self.dropped += 1
+                continue
+            copies = 1
+            if self.duplicate and rnd() < self.duplicate:
+                self.duplicated += 1
+                copies = 2
+            for _ in range(copies):
+                if not self.delay_us:
+                    out.append(p)
+                    continue
+                if self.reorder and rnd() < self.reorder:
+                    self.reordered += 1
+                    out.append(p)
+                    continue
+                d = self.delay_us
+                if self.jitter_us:
+                    d = max(0, d + int((rnd() * 2 - 1) * self.jitter_us))
+                self._n += 1
+                heapq.heappush(self._held, (now + d, self._n, p))
+        return out
+
+    def release(self, now: int) -> list[bytes]:
+        """Held packets whose delay has passed, in release order."""
+        held = self._held
+        out = []
+        while held and held[0][0] <= now:
+            out.append(heapq.heappop(held)[2])
+        return out
+
+    def next_release(self) -> int | None:
+        return self._held[0][0] if self._held else None
+
+
+class LoopbackDevice:
+    """A packet device that delivers every packet written to it back to its reader.
+
+    One stack on it talks to itself, as a host does over ``lo``: a connection
+    from 198.18.0.2:40000 to 198.18.0.2:7 and the one accepted for it are two
+    TCBs with mirrored 4-tuples.  Readiness is signalled through a pipe so the
+    driver's ``select`` sees it.  Not thread-safe by itself: the driver only
+    touches it under its lock.
+    """
+
+    def __init__(self) -> None:
+        self._q: deque[bytes] = deque()
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+        self._signalled = False
+        self.rx_packets = self.tx_packets = 0
+
+    def fileno(self) -> int:
+        return self._r
+
+    def write_batch(self, packets: Iterable[bytes | bytearray | memoryview]) -> int:
+        n = 0
+        for p in packets:
+            self._q.append(bytes(p))
+            n += 1
+        self.tx_packets += n
+        if n and not self._signalled:
+            self._signalled = True
+            os.write(self._w, b"\0")
+        return n
+
+    def write(self, packet: bytes | bytearray | memoryview) -> bool:
+        return self.write_batch((packet,)) == 1
+
+    def read_batch(self, max_packets: int = 64) -> list[bytes]:
+        q = self._q
+        out = [q.popleft() for _ in range(min(max_packets, len(q)))]
+        self.rx_packets += len(out)
+        if not q and self._signalled:
+            self._signalled = False
+            try:
+                while os.read(self._r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        return out
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._r = self._w = -1
+
+
 class Driver:
-    def __init__(self, stack: Stack, device: PacketDevice, *, pcap: Any = None, batch: int = 64) -> None:
+    """Runs ``stack`` on ``device`` in one thread; user threads enter through ``call``."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        device: PacketDevice,
+        *,
+        pcap: Any = None,
+        batch: int = 64,
+        egress: Impairment | None = None,
+        ingress: Impairment | None = None,
+    ) -> None:
         self.stack = stack
         self.device = device
         self.pcap = pcap  # a PcapWriter (tcpstack.pcap) or None
         self.batch = batch
+        self.egress = egress
+        self.ingress = ingress
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         self._wake_r, self._wake_w = os.pipe()
@@ -54,8 +235,13 @@ class Driver:
         self._sleeping = False
         self._stop = False
         self._thread: threading.Thread | None = None
+        #: Set when the loop died of an exception (user calls then fail with ENETDOWN).
         self.error: BaseException | None = None
+        #: True once stop() was called: blocked user calls wake up and fail.
+        self.stopped = False
         self.loops = 0
+        # pcap wants wall-clock time; the engine runs on the monotonic clock.
+        self._epoch_offset = time.time_ns() // 1000 - now_us()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Driver:
@@ -66,15 +252,28 @@ class Driver:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop (idempotent). Threads blocked in ``wait`` wake up; later
+        ``call``s raise ``OSError(ENETDOWN)``."""
+        if self.stopped:
+            return
         self._stop = True
         self._poke()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
             except OSError:
                 pass
+        if self.pcap is not None:
+            self.pcap.flush()
+
+    @property
+    def running(self) -> bool:
+        return not self.stopped and self.error is None
 
     def __enter__(self) -> Driver:
         return self.start()
@@ -86,16 +285,23 @@ class Driver:
     def call(self, fn: Callable[[int], T]) -> T:
         """Run ``fn(now)`` on the engine under the lock, then flush its output."""
         with self.lock:
+            if not self.running:
+                raise self.down_error()
             try:
                 return fn(now_us())
             finally:
                 self._flush()
                 self._maybe_poke()
 
+    def down_error(self) -> OSError:
+        why = f"the driver loop failed: {self.error!r}" if self.error is not None else "the stack was stopped"
+        return OSError(errno.ENETDOWN, f"Network is down ({why})")
+
     def wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
-        """Block until ``predicate()`` (evaluated under the lock) is true or the timeout passes."""
+        """Block until ``predicate()`` (evaluated under the lock) is true, the
+        timeout passes, or the driver stops (then the result is ``predicate()``)."""
         with self.cond:
-            return self.cond.wait_for(predicate, timeout)
+            return self.cond.wait_for(lambda: predicate() or not self.running, timeout) and predicate()
 
     def notify(self, _obj: object = None) -> None:
         """A waker for connections and listeners: wakes threads blocked in ``wait``.
@@ -106,35 +312,59 @@ class Driver:
     def _poke(self) -> None:
         try:
             os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full: the loop is already going to wake
+        except OSError:
+            pass  # the pipe is full (the loop is going to wake) or already closed
+
+    def _next_wakeup(self) -> int | None:
+        d = self.stack.next_deadline()
+        for imp in (self.egress, self.ingress):
+            if imp is not None:
+                r = imp.next_release()
+                if r is not None and (d is None or r < d):
+                    d = r
+        return d
 
     def _maybe_poke(self) -> None:
         if not self._sleeping:
             return
-        d = self.stack.next_deadline()
+        d = self._next_wakeup()
         if d is not None and (self._sleep_until is None or d < self._sleep_until):
             self._poke()
 
     def _flush(self) -> None:
         out = self.stack.transmit()
+        if self.pcap is not None and out:
+            t = now_us() + self._epoch_offset
+            for p in out:
+                self.pcap.write(t, p)
+        egress = self.egress
+        if egress is not None:
+            now = now_us()
+            out = egress.release(now) + egress.apply(out, now) if out else egress.release(now)
         if out:
-            if self.pcap is not None:
-                t = now_us()
-                for p in out:
-                    self.pcap.write(t, p)
             self.device.write_batch(out)
+
+    def _deliver(self, pkts: list[bytes], now: int) -> None:
+        pcap = self.pcap
+        receive = self.stack.receive
+        if pcap is not None:
+            t = now + self._epoch_offset
+            for p in pkts:
+                pcap.write(t, p)
+                receive(p, now)
+        else:
+            for p in pkts:
+                receive(p, now)
 
     def _run(self) -> None:
         sel = selectors.DefaultSelector()
-        dev_fd = self.device.fileno()
-        sel.register(dev_fd, selectors.EVENT_READ, "dev")
+        sel.register(self.device.fileno(), selectors.EVENT_READ, "dev")
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         stack = self.stack
         try:
             while not self._stop:
                 with self.lock:
-                    d = stack.next_deadline()
+                    d = self._next_wakeup()
                     self._sleep_until = d
                     self._sleeping = True
                 timeout = None if d is None else max(0.0, (d - now_us()) / 1e6)
@@ -151,29 +381,33 @@ class Driver:
                                 pass
                         else:
                             self._read_device()
+                    if self.ingress is not None:
+                        now = now_us()
+                        due = self.ingress.release(now)
+                        if due:
+                            self._deliver(due, now)
                     stack.poll(now_us())
                     self._flush()
         except BaseException as exc:  # surface it to user threads instead of dying silently
-            self.error = exc
             with self.cond:
+                self.error = exc
                 self.cond.notify_all()
             raise
         finally:
             sel.close()
 
     def _read_device(self) -> None:
-        stack = self.stack
-        pcap = self.pcap
         # Drain the device (bounded: a few batches per wake-up so timers still run).
         for _ in range(16):
             pkts = self.device.read_batch(self.batch)
             if not pkts:
                 return
             now = now_us()
-            for p in pkts:
-                if pcap is not None:
-                    pcap.write(now, p)
-                stack.receive(p, now)
+            n = len(pkts)
+            if self.ingress is not None:
+                pkts = self.ingress.apply(pkts, now)
+            if pkts:
+                self._deliver(pkts, now)
             self._flush()
-            if len(pkts) < self.batch:
+            if n < self.batch:
                 return
