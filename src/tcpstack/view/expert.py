@@ -265,7 +265,9 @@ def analyze(
             notes.append(Expert("rst", "connection reset (RST)"))
 
         # Update what we know of this direction.
-        if seg_len or flags & (SYN | FIN):
+        if _has(notes, "zero-window-probe"):
+            pass  # a probe's byte does not advance the sequence (as in Wireshark)
+        elif seg_len or flags & (SYN | FIN):
             end = add(seq, seg_len)
             if fwd.nextseq is None or gt(end, fwd.nextseq):
                 fwd.nextseq = end
