@@ -75,7 +75,8 @@ def register(sub: Any) -> None:
 
 
 def _fail(msg: str, code: int = 1) -> int:
-    print(f"tcpstack up: {msg}", file=sys.stderr, flush=True)
+    prefix = "" if msg.startswith("tcpstack up") else "tcpstack up: "
+    print(prefix + msg, file=sys.stderr, flush=True)
     return code
 
 
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     if args.root is not None and not os.path.isdir(args.root):
         return _fail(f"--root {args.root!r} is not a directory")
     try:
-        require_privileges("tcpstack up (a TUN device in a network namespace)", net_admin=True, sys_admin=True)
+        require_privileges("a TUN device in a network namespace", net_admin=True, sys_admin=True)
     except PermissionError as exc:
         return _fail(str(exc), EX_NOPERM)
     return asyncio.run(_main(args, specs, cfg, kernel6, addr6))
