@@ -15,6 +15,7 @@ import sys
 COMMANDS = [
     "tcpstack.cli.demo_cmd",
     "tcpstack.cli.doctor_cmd",
+    "tcpstack.cli.script_cmd",
     "tcpstack.cli.up_cmd",
     "tcpstack.cli.trace_cmd",
 ]
