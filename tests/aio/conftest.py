@@ -12,6 +12,8 @@ from tcpstack.tcp import Config, Stack
 
 CLIENT4, SERVER4 = "198.18.0.1", "198.18.0.2"
 CLIENT6, SERVER6 = "fd00:198:18::1", "fd00:198:18::2"
+#: Every simulated test is bounded in virtual time (seconds).
+VIRTUAL_LIMIT = 3600.0
 
 
 @dataclass

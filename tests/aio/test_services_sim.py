@@ -20,7 +20,7 @@ from tcpstack.services import SERVICES, ServiceSpec, chargen, parse_spec, start_
 from tcpstack.services.http import pattern, pattern_sha256
 from tcpstack.sim import vloop
 
-from .conftest import SERVER4, SERVER6, SimPair
+from .conftest import SERVER4, SERVER6, VIRTUAL_LIMIT, SimPair
 
 
 def serve(pair: SimPair, specs: list[str], client: Callable[[], Coroutine[Any, Any, Any]], **opts: Any) -> Any:
@@ -40,7 +40,7 @@ def serve(pair: SimPair, specs: list[str], client: Callable[[], Coroutine[Any, A
                 s.close()
                 s.abort_clients()
 
-    return vloop.run(main(), pair.net)
+    return vloop.run(main(), pair.net, timeout=VIRTUAL_LIMIT)
 
 
 def test_parse_spec() -> None:

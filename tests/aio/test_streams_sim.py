@@ -20,7 +20,7 @@ from tcpstack.sim.link import LinkParams
 from tcpstack.tcp import State
 
 from . import apps
-from .conftest import CLIENT4, CLIENT6, SERVER4, SERVER6, SimPair, make_pair
+from .conftest import CLIENT4, CLIENT6, SERVER4, SERVER6, VIRTUAL_LIMIT, SimPair, make_pair
 
 
 def _payload(n: int, seed: int = 7) -> bytes:
@@ -34,7 +34,7 @@ def run_echo(pair: SimPair, host: str, payload: bytes, pause: float = 30.0) -> d
             with tasyncio.use_stack(pair.client):
                 return await apps.echo_client(tasyncio, host, 7, payload, pause=pause)
 
-    return vloop.run(main(), pair.net)
+    return vloop.run(main(), pair.net, timeout=VIRTUAL_LIMIT)
 
 
 def test_unmodified_echo_app_runs_in_virtual_time(pair: SimPair) -> None:
@@ -114,7 +114,7 @@ def test_flow_control_pauses_writer_until_peer_reads(pair: SimPair) -> None:
         await server.wait_closed()
         seen["sha_ok"] = got.hexdigest() == hashlib.sha256(data).hexdigest()
 
-    vloop.run(main(), pair.net)
+    vloop.run(main(), pair.net, timeout=VIRTUAL_LIMIT)
     assert seen["buffered"] == total - sbuf  # the engine took its send buffer's worth at once
     assert seen["still_buffered"] > 64 * 1024  # above the high-water mark: paused
     assert seen["snd_wnd_while_stuck"] == 0  # the receiver's window closed: TCP flow control
@@ -153,7 +153,7 @@ def test_pause_reading_closes_the_receive_window(pair: SimPair) -> None:
         server.close()
         await server.wait_closed()
 
-    vloop.run(main(), pair.net)
+    vloop.run(main(), pair.net, timeout=VIRTUAL_LIMIT)
     assert seen["reading"] is False
     assert 1024 < seen["reader_buffered"] < 1024 * 2 + 300_000
     assert seen["server_rcv_ready"] > 0  # the engine holds the rest...
@@ -190,7 +190,7 @@ def test_write_eof_half_close_then_reply(pair: SimPair) -> None:
         await server.wait_closed()
         await asyncio.sleep(1)
 
-    vloop.run(main(), pair.net)
+    vloop.run(main(), pair.net, timeout=VIRTUAL_LIMIT)
     assert seen["reply"] == b"got 5000 bytes"
     assert seen["server_state_after_eof"] is State.CLOSE_WAIT
     assert seen["client_state"] in (State.FIN_WAIT_2, State.TIME_WAIT)
@@ -222,7 +222,7 @@ def test_connection_refused_and_reset_are_stdlib_errors(pair: SimPair) -> None:
         server.close()
         await server.wait_closed()
 
-    vloop.run(main(), pair.net)
+    vloop.run(main(), pair.net, timeout=VIRTUAL_LIMIT)
     assert isinstance(seen["read"], ConnectionResetError)
 
 
@@ -235,7 +235,7 @@ def test_unknown_host_and_missing_stack_are_clear_errors(pair: SimPair) -> None:
         with pytest.raises(OSError, match="no tcpstack stack for this task"):
             await tasyncio.open_connection(SERVER4, 80)
 
-    vloop.run(main(), pair.net)
+    vloop.run(main(), pair.net, timeout=VIRTUAL_LIMIT)
 
     async def kernel_loop() -> None:
         with pytest.raises(TypeError, match="nobody to feed it"):
@@ -278,7 +278,7 @@ def test_server_object_is_asyncio_server_shaped(pair: SimPair) -> None:
         with pytest.raises(ConnectionRefusedError):
             await tasyncio.open_connection(SERVER4, port)
 
-    vloop.run(main(), pair.net)
+    vloop.run(main(), pair.net, timeout=VIRTUAL_LIMIT)
     assert seen["serving"] and seen["loop_ok"] and seen["closed"]
     port = seen["names"][0][1]
     lo, hi = pair.server.config.ip_local_port_range
@@ -320,7 +320,7 @@ def test_protocol_level_create_connection(pair: SimPair) -> None:
         assert transport.is_closing()
         server.close()
 
-    vloop.run(main(), pair.net)
+    vloop.run(main(), pair.net, timeout=VIRTUAL_LIMIT)
     assert events == [("made", (SERVER4, 25)), ("data", b"220 hello\r\n"), "eof", ("lost", None)]
 
 
@@ -342,7 +342,7 @@ def test_write_buffer_limits_follow_the_stdlib(pair: SimPair) -> None:
         server.close()
         await server.wait_closed()
 
-    vloop.run(main(), pair.net)
+    vloop.run(main(), pair.net, timeout=VIRTUAL_LIMIT)
 
 
 def test_close_with_unread_data_resets_like_the_kernel(pair: SimPair) -> None:
@@ -370,6 +370,6 @@ def test_close_with_unread_data_resets_like_the_kernel(pair: SimPair) -> None:
         server.close()
         await server.wait_closed()
 
-    vloop.run(main(), pair.net)
+    vloop.run(main(), pair.net, timeout=VIRTUAL_LIMIT)
     assert seen["server"] == "reset"
     assert pair.client.mib.TCPAbortOnClose == 1

@@ -594,6 +594,8 @@ async def create_connection(
     TimeoutError after the SYN retries, OSError EADDRNOTAVAIL...)."""
     if ssl:
         raise ValueError("tcpstack.asyncio does not do TLS (ssl= is not supported)")
+    if _ignored.get("sock") is not None:
+        raise ValueError("sock= is a kernel socket: tcpstack cannot adopt it")
     if host is None or port is None:
         raise ValueError("host and port must be specified")
     binding = get_stack(stack)
@@ -860,6 +862,8 @@ async def create_server(
     (``server.sockets[0].getsockname()``)."""
     if ssl:
         raise ValueError("tcpstack.asyncio does not do TLS (ssl= is not supported)")
+    if _ignored.get("sock") is not None:
+        raise ValueError("sock= is a kernel socket: tcpstack cannot adopt it")
     binding = get_stack(stack)
     st = binding.stack
     if host is None or isinstance(host, str):

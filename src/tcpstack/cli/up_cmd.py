@@ -154,7 +154,10 @@ async def _main(args: argparse.Namespace, specs: list[ServiceSpec], cfg: Any,
         loop.add_signal_handler(sig, on_signal, sig)
 
     log = None if args.quiet else (lambda line: print(f"[http] {line}", file=sys.stderr, flush=True))
-    pcap = PcapWriter(args.pcap) if args.pcap else None
+    try:
+        pcap = PcapWriter(args.pcap) if args.pcap else None
+    except OSError as exc:
+        return _fail(f"cannot write --pcap {args.pcap}: {exc}")
     try:
         host = AioHost(args.netns, kernel_addr4=args.kernel_addr, stack_addr4=args.addr,
                        kernel_addr6=kernel6, stack_addr6=addr6, config=cfg, mtu=args.mtu, pcap=pcap)
@@ -188,8 +191,11 @@ async def _main(args: argparse.Namespace, specs: list[ServiceSpec], cfg: Any,
             with contextlib.suppress(OSError):
                 conn.abort(now)  # orphans finishing their FIN exchange too
         host.driver.changed()
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)  # let connection_lost callbacks run and the RSTs be written
+        # Let connection_lost reach the handlers (they see EOF or a reset and
+        # return), so nothing is left for asyncio.run to cancel.
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if others:
+            await asyncio.wait(others, timeout=1.0)
         created = host.created_netns
         host.close()
         if pcap is not None:

@@ -164,6 +164,7 @@ def run(
     net: Network,
     *,
     debug: bool | None = None,
+    timeout: float | None = None,
     max_events: int = DEFAULT_MAX_EVENTS,
     real_wait: float = 1.0,
 ) -> T:
@@ -171,9 +172,15 @@ def run(
 
     Like ``asyncio.run``, tasks still pending when ``main`` returns are
     cancelled and async generators finalised, all in virtual time.
+    ``timeout`` (virtual seconds) bounds ``main``: TimeoutError after it.
     """
+
+    async def bounded() -> T:
+        async with asyncio.timeout(timeout):
+            return await main
+
     with asyncio.Runner(
         debug=debug,
         loop_factory=lambda: VirtualEventLoop(net, max_events=max_events, real_wait=real_wait),
     ) as runner:
-        return runner.run(main)
+        return runner.run(bounded() if timeout is not None else main)
