@@ -80,3 +80,14 @@ async def echo_client(
     writer.close()
     await writer.wait_closed()
     return out
+
+
+async def echo_handler_raw(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Echoes bytes until EOF, then closes."""
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+        await writer.wait_closed()

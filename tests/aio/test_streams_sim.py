@@ -373,3 +373,61 @@ def test_close_with_unread_data_resets_like_the_kernel(pair: SimPair) -> None:
     vloop.run(main(), pair.net, timeout=VIRTUAL_LIMIT)
     assert seen["server"] == "reset"
     assert pair.client.mib.TCPAbortOnClose == 1
+
+
+def test_connect_timeout_takes_virtual_time_only(pair: SimPair) -> None:
+    """SYNs into the void: TimeoutError after tcp_syn_retries (6: 1+2+...+64 = 127 s), instantly."""
+
+    async def main() -> tuple[BaseException, float, dict[str, int]]:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        try:
+            await tasyncio.open_connection("198.18.0.99", 80, stack=pair.client)
+        except OSError as exc:
+            err: BaseException = exc
+        took = loop.time() - t0
+        # a connect cancelled by wait_for leaves no SYN-SENT connection behind
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(tasyncio.open_connection("198.18.0.99", 81, stack=pair.client), 5)
+        return err, took, pair.client.state_counts()
+
+    wall = time.perf_counter()
+    err, took, counts = vloop.run(main(), pair.net, timeout=VIRTUAL_LIMIT)
+    assert time.perf_counter() - wall < 2
+    assert isinstance(err, TimeoutError) and err.errno == 110
+    assert took == pytest.approx(127.0)
+    assert counts["SYN-SENT"] == 0 and not pair.client.conns
+
+
+def test_many_concurrent_connections_over_a_lossy_link() -> None:
+    pair = make_pair(seed=11, link=LinkParams(delay_us=20_000, jitter_us=2_000, rate_bps="50mbit",
+                                              loss=0.03, reorder=0.01, dup=0.005))
+
+    async def one(i: int) -> bool:
+        data = _payload(random.Random(i).randrange(1, 100_000), seed=i)
+        reader, writer = await tasyncio.open_connection(SERVER4, 7, stack=pair.client)
+
+        async def send() -> None:
+            writer.write(data)
+            await writer.drain()
+            writer.write_eof()
+
+        task = asyncio.ensure_future(send())
+        got = await reader.read()
+        await task
+        writer.close()
+        await writer.wait_closed()
+        return got == data
+
+    async def main() -> list[bool]:
+        server = await tasyncio.start_server(apps.echo_handler_raw, SERVER4, 7, stack=pair.server)
+        results = await asyncio.gather(*(one(i) for i in range(25)))
+        await asyncio.sleep(130)  # TIME-WAIT (60 s) and every timer run out
+        server.close()
+        await server.wait_closed()
+        return results
+
+    assert vloop.run(main(), pair.net, timeout=VIRTUAL_LIMIT) == [True] * 25
+    assert pair.client.mib.RetransSegs + pair.server.mib.RetransSegs > 0
+    assert not pair.client.conns and not pair.server.conns
+    assert not pair.client.timewait and not pair.server.timewait
