@@ -469,7 +469,7 @@ class _Observer:
         first_of_a = not a.sent_any
         a.sent_any = True
         end_seq = add(seg.seq, seg.seg_len)
-        if a.snd_max is None or ge(end_seq, a.snd_max):
+        if not f & RST and (a.snd_max is None or ge(end_seq, a.snd_max)):
             a.snd_max = end_seq
 
         if f & RST:
