@@ -153,3 +153,20 @@ def test_lossy_transfers_across_seeds(seed):
                      close_first=("client", "server", "both")[seed % 3])
     assert r.completed, (r.client_states, r.server_states)
     assert r.sent_sha256 == r.received_sha256
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_header_prediction_changes_nothing_on_the_wire(tmp_path, monkeypatch, seed):
+    """The fast path must have exactly the full §3.10.7.4 path's effects:
+    the same lossy conversation with and without it is byte-identical."""
+    import tcpstack.tcp.connection as connection
+
+    link = LinkParams(delay_us=4_000, rate_bps=50_000_000, loss=0.02, reorder=0.02, dup=0.01)
+    digests = []
+    for fast in (True, False):
+        monkeypatch.setattr(connection, "HEADER_PREDICTION", fast)
+        path = tmp_path / f"{fast}.pcap"
+        r = run_transfer(400_000, seed=seed, link=link, pcap=str(path), record=False)
+        assert r.completed and r.sent_sha256 == r.received_sha256
+        digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert digests[0] == digests[1]

@@ -41,6 +41,9 @@ TS_WRAP = 1 << 32
 PAWS_24DAYS_MS = 24 * 24 * 3600 * 1000  # RFC 7323 §5.5: ts_recent older than this is invalid
 QUICKACK_SEGMENTS = 16  # Linux: ACK every segment while in quick-ACK mode at connection start
 MAX_ORPHAN_RETRIES = 8  # Linux: tcp_orphan_retries=0 means 8
+# The fast path is an optimisation with exactly the full path's effects; a test
+# runs the same conversations with it off and compares the bytes on the wire.
+HEADER_PREDICTION = True
 # States in which segments carrying data or FIN may be (re)sent.
 PUSH_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
 # §3.10.5 ABORT: these states send a RST (CLOSING, LAST-ACK, TIME-WAIT just go away).
@@ -454,7 +457,9 @@ class Connection:
         self.last_rcv_at = now
         self.keepalive_probes = 0
         st = self.state
-        if st is S.SYN_SENT:
+        if st is S.ESTABLISHED and HEADER_PREDICTION and self._fast_path(seg, now):
+            pass
+        elif st is S.SYN_SENT:
             self._on_segment_syn_sent(seg, now)
         elif st is S.CLOSED:
             return  # the stack answers segments for closed connections
@@ -464,6 +469,63 @@ class Connection:
             self._push(now)
             self._flush_ack(now)
         self._rearm()
+
+    def _fast_path(self, seg: Segment, now: int) -> bool:
+        """Header prediction (Van Jacobson; RFC 9293 §3.10.7.4 taken as a whole):
+        in ESTABLISHED, the next in-order segment that is either a pure ACK of new
+        data or data acknowledging nothing new, with no control bits, no window
+        change, no SACK and a fresh timestamp, needs none of the general checks —
+        every one of them would pass.  Anything else returns False and takes the
+        full path.  The effects are exactly the full path's for these segments."""
+        flags = seg.flags
+        if flags & (SYN | FIN | RST | URG) or not flags & ACK or seg.seq != self.rcv_nxt:
+            return False
+        if self.in_recovery or self.sb.sacked or (seg.window << self.snd_wscale) != self.snd_wnd:
+            return False
+        if self.sack_ok and seg.sack_blocks:
+            return False
+        ts = None
+        if self.ts_ok:
+            ts = seg.ts
+            if ts is None or seq.lt(ts[0], self.ts_recent):
+                return False
+        elif seg.options:
+            return False
+        ack = seg.ack
+        payload = seg.payload
+        if payload:
+            # In-order data that acknowledges nothing new.
+            if (
+                ack != self.snd_una
+                or self.recvbuf.ooo_count
+                or self.shut_rd
+                or self.user_closed
+                or len(payload) > self._window_offered()
+            ):
+                return False
+            if ts is not None and seq.le(seg.seq, self.last_ack_sent):
+                self.ts_recent = ts[0]  # RFC 7323 §4.3 (3)
+                self.ts_recent_at = now
+            self.data_segs_in += 1
+            n = len(payload)
+            self.recvbuf.insert(0, payload)
+            self.rcv_nxt = seq.add(self.rcv_nxt, n)
+            self.bytes_received += n
+            self.snd_wl1 = seg.seq
+            self.snd_wl2 = ack
+            self._wake()
+            self._schedule_ack(n, now)
+            return True
+        # A pure ACK of new data.
+        if not (seq.lt(self.snd_una, ack) and seq.le(ack, self.snd_nxt)) or self.fin_queued:
+            return False
+        if ts is not None and seq.le(seg.seq, self.last_ack_sent):
+            self.ts_recent = ts[0]
+            self.ts_recent_at = now
+        self._new_ack(seg, ack, now)
+        self.snd_wl1 = seg.seq
+        self.snd_wl2 = ack
+        return True
 
     def _on_segment_syn_sent(self, seg: Segment, now: int) -> None:
         """§3.10.7.3 SYN-SENT."""
