@@ -223,6 +223,9 @@ def _sockaddr(addr: str, port: int) -> tuple[Any, ...]:
 class TcpTransport(asyncio.Transport):
     """An asyncio Transport over one engine Connection (see the module docstring)."""
 
+    # loop.start_tls() / StreamWriter.start_tls() may layer the stdlib's TLS on it.
+    _start_tls_compatible = True
+
     def __init__(self, binding: Binding, conn: Connection, protocol: asyncio.BaseProtocol,
                  server: Server | None = None) -> None:
         super().__init__({
@@ -249,6 +252,7 @@ class TcpTransport(asyncio.Transport):
         self._shutdown_done = False
         self._eof_reported = False
         self._protocol_connected = False
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
         self._conn_lost_writes = 0
         self._wake_pending = False
         conn.nodelay = True  # asyncio sets TCP_NODELAY on every TCP transport
@@ -331,7 +335,10 @@ class TcpTransport(asyncio.Transport):
                         self.close()
                 break
             try:
-                self._protocol.data_received(data)  # type: ignore[attr-defined]
+                if self._buffered:
+                    self._feed_buffered(data)
+                else:
+                    self._protocol.data_received(data)  # type: ignore[attr-defined]
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
@@ -341,6 +348,19 @@ class TcpTransport(asyncio.Transport):
             self._waker(conn)  # more to read: let other callbacks run first
         if got:
             self._binding.changed()  # reading opened the window: a window update may be due
+
+    def _feed_buffered(self, data: bytes) -> None:
+        """asyncio.BufferedProtocol: copy into the protocol's buffers (get_buffer/buffer_updated)."""
+        view = memoryview(data)
+        proto: Any = self._protocol
+        while view:
+            buf = memoryview(proto.get_buffer(len(view))).cast("B")
+            n = min(len(buf), len(view))
+            if n == 0:
+                raise RuntimeError("get_buffer() returned an empty buffer")
+            buf[:n] = view[:n]
+            proto.buffer_updated(n)
+            view = view[n:]
 
     def _flush(self) -> None:
         """Move buffered data into the engine; finish a pending write_eof()/close()."""
@@ -457,6 +477,7 @@ class TcpTransport(asyncio.Transport):
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
         self._protocol_connected = True
 
     def get_protocol(self) -> asyncio.BaseProtocol:
@@ -593,7 +614,7 @@ async def create_connection(
     ``connection_made``. Errors are the stdlib's (ConnectionRefusedError,
     TimeoutError after the SYN retries, OSError EADDRNOTAVAIL...)."""
     if ssl:
-        raise ValueError("tcpstack.asyncio does not do TLS (ssl= is not supported)")
+        raise ValueError("ssl= is supported by open_connection (streams), not create_connection")
     if _ignored.get("sock") is not None:
         raise ValueError("sock= is a kernel socket: tcpstack cannot adopt it")
     if host is None or port is None:
@@ -649,13 +670,40 @@ async def open_connection(
     stack: Any = None,
     **kwds: Any,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """``asyncio.open_connection`` on tcpstack: the stdlib's StreamReader and StreamWriter."""
+    """``asyncio.open_connection`` on tcpstack: the stdlib's StreamReader and StreamWriter.
+
+    ``ssl`` (an SSLContext, or True for the default one) runs the stdlib's TLS
+    over the connection (``StreamWriter.start_tls``); ``server_hostname``
+    defaults to ``host``, as in the stdlib."""
     loop = asyncio.get_running_loop()
+    ssl = kwds.pop("ssl", None)
+    server_hostname = kwds.pop("server_hostname", None)
+    handshake_timeout = kwds.pop("ssl_handshake_timeout", None)
+    ctx = _client_ssl_context(ssl)
+    if ctx is None and server_hostname is not None:
+        raise ValueError("server_hostname is only meaningful with ssl")
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
     transport, _ = await create_connection(lambda: protocol, host, port, stack=stack, **kwds)
     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    if ctx is not None:
+        try:
+            await writer.start_tls(ctx, server_hostname=server_hostname if server_hostname is not None else host,
+                                   ssl_handshake_timeout=handshake_timeout)
+        except BaseException:
+            transport.abort()
+            raise
     return reader, writer
+
+
+def _client_ssl_context(ssl: Any) -> Any:
+    if not ssl:
+        return None
+    if ssl is True:
+        import ssl as _ssl
+
+        return _ssl.create_default_context()
+    return ssl
 
 
 # ---------------------------------------------------------------------------- serving
@@ -861,7 +909,7 @@ async def create_server(
     on every address of the stack; port 0 or None picks a free port
     (``server.sockets[0].getsockname()``)."""
     if ssl:
-        raise ValueError("tcpstack.asyncio does not do TLS (ssl= is not supported)")
+        raise ValueError("ssl= is supported by start_server (streams), not create_server")
     if _ignored.get("sock") is not None:
         raise ValueError("sock= is a kernel socket: tcpstack cannot adopt it")
     binding = get_stack(stack)
@@ -909,11 +957,29 @@ async def start_server(
     **kwds: Any,
 ) -> Server:
     """``asyncio.start_server`` on tcpstack: ``client_connected_cb(reader, writer)``
-    for each connection, with the stdlib's StreamReader and StreamWriter."""
+    for each connection, with the stdlib's StreamReader and StreamWriter.
+    With ``ssl`` (an SSLContext) the callback runs after the TLS handshake."""
     loop = asyncio.get_running_loop()
+    ctx = kwds.pop("ssl", None)
+    handshake_timeout = kwds.pop("ssl_handshake_timeout", None)
+    cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any] = client_connected_cb
+
+    async def tls_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await writer.start_tls(ctx, ssl_handshake_timeout=handshake_timeout)
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            logger.debug("TLS handshake with %s failed: %s", writer.get_extra_info("peername"), exc)
+            writer.transport.abort()
+            return
+        res = client_connected_cb(reader, writer)
+        if asyncio.iscoroutine(res):
+            await res
+
+    if ctx is not None:
+        cb = tls_first
 
     def factory() -> asyncio.StreamReaderProtocol:
         reader = asyncio.StreamReader(limit=limit, loop=loop)
-        return asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
+        return asyncio.StreamReaderProtocol(reader, cb, loop=loop)
 
     return await create_server(factory, host, port, stack=stack, **kwds)
