@@ -17,8 +17,9 @@ Two graphs, one above the other, sharing the time axis:
    stretch of the ACK line with red bars is a loss and its repair; bars
    touching the window line mean the receiver's window limits the sender.
 2. **Window graph**: bytes in flight (highest sequence sent minus highest
-   ACK received, Wireshark's tcp.analysis.bytes_in_flight) and the
-   receiver's advertised window, both in bytes, against time.
+   ACK received, as Wireshark's tcp.analysis.bytes_in_flight, but updated at
+   every segment of either side so an ACK's effect shows when it happens)
+   and the receiver's advertised window, both in bytes, against time.
 
 Windows are scaled by the shift each SYN announced (RFC 7323 §2.3); without
 the handshake the scale is unknown and raw window values are drawn (said in
@@ -138,7 +139,6 @@ def analyse(
 
     snd_max: int | None = None
     snd_una: int | None = None
-    last_t = 0.0
     for (t_us, d, seg), kinds in zip(segments, notes, strict=True):
         t = (t_us - t0) / 1e6
         flags = seg.flags
@@ -168,13 +168,11 @@ def analyse(
             ts.rwnd.append((t, wnd))
             for left, right in seg.sack_blocks:
                 ts.sacks.append((t, rel(left), rel(right)))
-        # Sampled at the sender's segments, as Wireshark's bytes_in_flight is.
-        if d == direction and snd_max is not None:
+        # After every segment of either side: an ACK lowers it at once (Wireshark
+        # samples only the sender's segments, which hides the drop until the next one).
+        if snd_max is not None:
             flight = 0 if snd_una is None else max(0, diff(snd_max, snd_una))
             ts.in_flight.append((t, flight))
-        last_t = t
-    if snd_max is not None and snd_una is not None and ts.in_flight:
-        ts.in_flight.append((last_t, max(0, diff(snd_max, snd_una))))  # after the last ACK
     return ts
 
 

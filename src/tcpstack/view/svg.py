@@ -101,11 +101,16 @@ class Arrow:
 
 @dataclass
 class Mark:
-    """A state written beside one timeline at a time of its own (not at an arrow's end)."""
+    """A state written beside one timeline at a time of its own (not at an arrow's end).
+
+    With ``note`` set it is a remark instead ("rto timer fired"), written in
+    the lane next to that side's timeline.
+    """
 
     time: int
     side: int
     text: str
+    note: bool = False
 
 
 @dataclass
@@ -116,6 +121,7 @@ class _Event:
     index: int  # into arrows or marks
     y: float = 0.0
     marks: dict[int, list[str]] = field(default_factory=dict)  # side -> texts
+    notes: dict[int, list[str]] = field(default_factory=dict)  # side -> remarks
 
 
 def _x(side: int) -> int:
@@ -148,7 +154,10 @@ def _layout(
         if ev is None:
             ev = by_time[m.time] = _Event((m.time, -1, j), "M", m.time, j)
             events.append(ev)
-        ev.marks.setdefault(m.side, []).append(m.text)
+        if m.note:
+            ev.notes.setdefault(m.side, []).append(m.text)
+        else:
+            ev.marks.setdefault(m.side, []).append(m.text)
     if not timed:
         # Keep the given order of arrows; marks go before the first arrow sent
         # at or after their time.
@@ -171,7 +180,10 @@ def _layout(
             prev = e
             continue
         stacked = max((len(v) for v in prev.marks.values()), default=0)
-        room = _LINE * max(0, stacked - 1) + (_LINE if stacked else 0)
+        room = _LINE * stacked
+        noted = max((len(v) for v in prev.notes.values()), default=0)
+        if noted:  # a remark in the lane must clear the next arrow's label above its line
+            room = max(room, _LINE * noted + 10)
         dt = e.time - prev.time
         if timed:
             # One gap for starts and tips alike keeps a burst's arrows parallel,
@@ -294,6 +306,14 @@ def draw_ladder(
                 else:
                     out.append(_text(x + 8, y + 4, s, "start", fill=_STATE_INK, font_weight="bold",
                                      class_="state"))
+        for side, texts in e.notes.items():
+            for k, s in enumerate(texts):
+                if side == LEFT:
+                    out.append(_text(_X_LEFT + 8, e.y + 4 + k * _LINE, f"({s})", "start",
+                                     fill="#666666", font_style="italic", class_="note"))
+                else:
+                    out.append(_text(_X_RIGHT - 8, e.y + 4 + k * _LINE, f"({s})", "end",
+                                     fill="#666666", font_style="italic", class_="note"))
     for i, a in enumerate(arrows):
         ys, yr = ends[(i, "S")], ends[(i, "R")]
         xs, xr = _x(a.side), _x(1 - a.side)
@@ -457,7 +477,10 @@ def render_svg(
         footer.append(f"Captured at one point; arrows drawn with a fixed slant ({why}).")
     footer.append(
         "seq/ack " + ("absolute" if absolute else "relative to each side's ISN")
-        + "; states inferred from the segments; times in ms from the capture's start."
+        + "; states inferred from the segments; times (ms from the capture's start) are when "
+        + ("each segment was sent." if timed and measured else
+           "each segment was sent (estimated for segments seen after travelling)." if timed else
+           "each segment passed the capture point.")
     )
     if len(conn.segments) > len(segs):
         footer.append(f"{len(conn.segments) - len(segs)} later segments not drawn.")
@@ -479,8 +502,8 @@ def svg_from_rows(rows: Sequence[Row], left: str = "client", right: str = "serve
     """An SVG ladder from ``view.ladder`` rows (e.g. ``tcpstack demo``'s), with a fixed slant.
 
     Rows carry one time per segment (the sender's), so arrows get the fixed
-    slant; state rows become marks beside their side, notes are attached to
-    the segment before them.
+    slant; state rows become marks beside their side, note rows remarks in
+    the lane next to their side.
     """
     arrows: list[Arrow] = []
     marks: list[Mark] = []
@@ -493,8 +516,8 @@ def svg_from_rows(rows: Sequence[Row], left: str = "client", right: str = "serve
             arrows.append(a)
         elif r.kind == "state":
             marks.append(Mark(r.time, r.side, r.text))
-        elif r.kind == "note" and arrows:
-            arrows[-1].notes.append(("note", r.text))
+        elif r.kind == "note":
+            marks.append(Mark(r.time, r.side, r.text, note=True))
     return draw_ladder(arrows, marks, left=(left, ""), right=(right, ""), title=title,
                        footer=["Arrows drawn with a fixed slant; times in ms."])
 
