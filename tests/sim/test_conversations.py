@@ -170,3 +170,17 @@ def test_header_prediction_changes_nothing_on_the_wire(tmp_path, monkeypatch, se
         assert r.completed and r.sent_sha256 == r.received_sha256
         digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
     assert digests[0] == digests[1]
+
+
+def test_checksum_offload_changes_only_the_checksums():
+    """With checksum offload the stacks skip per-byte checksum work; the
+    conversation (every segment but its checksum field) is the same."""
+    link = LinkParams(delay_us=2_000, loss=0.02)
+    a = run_transfer(300_000, seed=5, link=link)
+    b = run_transfer(300_000, seed=5, link=link, checksum_offload=True)
+    assert b.completed and b.sent_sha256 == b.received_sha256
+    key = lambda r: [(s, e.time, e.kind, bytes(e.detail.payload) if e.kind == ev.SEND else None)  # noqa: E731
+                     for s, e in r.events if e.kind in (ev.SEND, ev.STATE)]
+    assert key(a) == key(b)
+    with pytest.raises(ValueError, match="corruption"):
+        run_transfer(1000, link=LinkParams(corrupt=0.1), checksum_offload=True)

@@ -85,14 +85,17 @@ def run_transfer(
     pcap: str | None = None,
     max_sim_s: float = 3600.0,
     max_events: int = 50_000_000,
+    checksum_offload: bool = False,
 ) -> TransferResult:
     if close_first not in CLOSE_MODES:
         raise ValueError(f"close_first must be one of {', '.join(CLOSE_MODES)}, got {close_first!r}")
     link = link or LinkParams(delay_us=10_000)
     cfg = config or Config()
     net = Network(seed=seed)
-    client = Stack([CLIENT_ADDR], cfg.copy(), seed=seed * 2 + 1, name="client")
-    server = Stack([SERVER_ADDR], cfg.copy(), seed=seed * 2 + 2, name="server")
+    if checksum_offload and link.corrupt:
+        raise ValueError("checksum offload trusts the link: it cannot be combined with corruption")
+    client = Stack([CLIENT_ADDR], cfg.copy(), seed=seed * 2 + 1, name="client", checksum_offload=checksum_offload)
+    server = Stack([SERVER_ADDR], cfg.copy(), seed=seed * 2 + 2, name="server", checksum_offload=checksum_offload)
     net.add_host("client", client, [CLIENT_ADDR])
     net.add_host("server", server, [SERVER_ADDR])
     net.connect("client", "server", link)

@@ -37,7 +37,8 @@ from .isn import IsnGenerator, Key, Rfc6528Isn, keyed_offset
 from .listener import Listener
 from .mib import Mib
 from .state import State
-from .timewait import TimeWait
+from .syncookie import SynCookies
+from .timewait import TW_ISN_GAP, TimeWait, TimeWaitTable
 
 S = State
 EADDRINUSE = 98
@@ -64,8 +65,13 @@ class Stack:
         seed: int | None = None,
         ts_offset: Callable[[Key], int] | None = None,
         name: str = "stack",
+        checksum_offload: bool = False,
     ) -> None:
         self.name = name
+        # Checksum offload: the device computes and verifies TCP checksums (a TUN
+        # with NEEDS_CSUM, or a simulated link without corruption); we write only
+        # the pseudo-header sum and skip verification -- no per-byte work here.
+        self.checksum_offload = checksum_offload
         self.addresses = list(addresses)
         self.config = config if config is not None else Config()
         self.mtu = mtu
@@ -78,7 +84,10 @@ class Stack:
 
         self.conns: dict[Key, Connection] = {}
         self.listeners: dict[tuple[str, int], Listener] = {}
-        self.timewait: dict[Key, TimeWait] = {}
+        self.syncookies = SynCookies(self.secret)
+        # TIME-WAIT records (timewait.py): ``timewait`` maps 4-tuple -> record.
+        self._tw = TimeWaitTable(self)
+        self.timewait: dict[Key, TimeWait] = self._tw.records
         self._timers: list[tuple[int, int, Any]] = []
         self._tiebreak = 0
         self._outq: list[bytes] = []
@@ -91,7 +100,7 @@ class Stack:
         """A packet arrived from the network."""
         mib = self.mib
         try:
-            src, dst, seg = parse_ip_tcp(packet)
+            src, dst, seg = parse_ip_tcp(packet, not self.checksum_offload)
         except ChecksumError as exc:
             mib.InErrs += 1
             mib.InCsumErrors += 1
@@ -120,7 +129,7 @@ class Stack:
         if tw is not None:
             if self.observers:
                 self._emit_raw(now, tw.conn_id, ev.RECV, key, seg)
-            isn = tw.on_segment(seg, now)
+            isn = self._tw.on_segment(key, tw, seg, now)
             if isn is None:
                 return
             # A SYN that TIME-WAIT accepts as a new connection (RFC 6191) goes to the listener.
@@ -160,7 +169,13 @@ class Stack:
 
     # ------------------------------------------------------------------ user API
     def listen(self, port: int, now: int, addr: str = "", backlog: int = 128, reuse: bool = False) -> Listener:
-        """Passive OPEN (§3.10.1): a listener on addr:port ("" = every local address)."""
+        """Passive OPEN (§3.10.1): a listener on addr:port ("" = every local address).
+
+        ``reuse`` is SO_REUSEADDR: without it, connections still using the port
+        -- established or in TIME-WAIT, typically from the previous run of the
+        same server -- make it EADDRINUSE, as bind(2) does.  (Linux also wants
+        SO_REUSEADDR on the old sockets; tcpstack only asks the new one.)
+        A second listener on the same port is EADDRINUSE either way."""
         if not 0 < port < 65536:
             raise ValueError(f"port must be 1..65535, got {port}")
         if addr and addr not in self.addresses:
@@ -169,6 +184,8 @@ class Stack:
             raise OSError(EADDRINUSE, f"address already in use: port {port} has a listener")
         if not reuse and any(k[1] == port and (not addr or k[0] == addr) for k in self.conns):
             raise OSError(EADDRINUSE, f"address already in use: port {port} has connections (set SO_REUSEADDR)")
+        if not reuse and any(k[1] == port and (not addr or k[0] == addr) for k in self.timewait):
+            raise OSError(EADDRINUSE, f"address already in use: port {port} has connections in TIME-WAIT (set SO_REUSEADDR)")
         lst = Listener(self, self._new_id(), addr, port, backlog, now)
         self.listeners[(addr, port)] = lst
         return lst
@@ -196,14 +213,26 @@ class Stack:
         key = (local_addr, local_port, remote_addr, remote_port)
         if key in self.conns:
             raise OSError(EADDRINUSE, f"address already in use: {local_addr}:{local_port} -> {remote_addr}:{remote_port}")
+        iss = None
         tw = self.timewait.get(key)
         if tw is not None:
-            self._drop_timewait(tw)  # tw_reuse checked by _ephemeral_port / the caller's bind
+            # Take over the TIME-WAIT 4-tuple (Linux: tcp_twsk_unique).  An
+            # ephemeral port was chosen only if tcp_tw_reuse allows it; an
+            # explicitly bound port needs the old connection to have used
+            # timestamps (Linux passes no twp there, so tcp_tw_reuse is not asked).
+            if not tw.ts_ok:
+                raise OSError(EADDRNOTAVAIL, f"{local_addr}:{local_port} -> {remote_addr}:{remote_port} is in TIME-WAIT "
+                              "without timestamps (EADDRNOTAVAIL)")
+            self._tw.remove(key, tw)
+            self.mib.TWRecycled += 1
+            iss = (tw.snd_nxt + TW_ISN_GAP) & 0xFFFFFFFF or 1
         conn = Connection(self, self._new_id(), (local_addr, local_port), (remote_addr, remote_port), now)
+        if tw is not None:
+            conn.ts_recent, conn.ts_recent_at = tw.ts_recent, tw.ts_recent_at  # inherited, as Linux
         if setup is not None:
             setup(conn)
         self.conns[key] = conn
-        conn.open_active(self.isn(key, now), now)
+        conn.open_active(self.isn(key, now) if iss is None else iss, now)
         return conn
 
     # ------------------------------------------------------------------ helpers used by the engine
@@ -260,7 +289,7 @@ class Stack:
             if key in conns or (local, port) in listeners or ("", port) in listeners:
                 continue
             tw = tws.get(key)
-            if tw is not None and not tw.reusable(now, self.config, local):
+            if tw is not None and not tw.reusable(now, self.config, local, remote):
                 continue
             return port
         raise OSError(EADDRNOTAVAIL, f"no free local port in ip_local_port_range {lo}-{hi} to {remote}:{rport} (EADDRNOTAVAIL)")
@@ -277,7 +306,7 @@ class Stack:
             local, remote = conn.local_addr, conn.remote_addr
             conn.segs_out += 1
         assert local is not None and remote is not None
-        self._outq.append(build_ip_tcp(local, remote, seg))
+        self._outq.append(build_ip_tcp(local, remote, seg, 64, 0, self.checksum_offload))
         self.mib.OutSegs += 1
         if self.observers:
             if conn is not None:
@@ -287,7 +316,7 @@ class Stack:
 
     def output_raw(self, conn_id: int, local: str, remote: str, seg: Segment, now: int) -> None:
         """Send a segment on behalf of a compact record (request, TIME-WAIT)."""
-        self._outq.append(build_ip_tcp(local, remote, seg))
+        self._outq.append(build_ip_tcp(local, remote, seg, 64, 0, self.checksum_offload))
         self.mib.OutSegs += 1
         if seg.flags & RST:
             self.mib.OutRsts += 1
@@ -342,23 +371,7 @@ class Stack:
             self.mib.TCPTimeWaitOverflow += 1
             conn.set_state(S.CLOSED, now, "tcp_max_tw_buckets overflow")
             return
-        tw = TimeWait.from_connection(conn, now)
-        self.timewait[conn.key] = tw
-        self._arm(tw, tw.expires)
-
-    def _drop_timewait(self, tw: TimeWait) -> None:
-        if self.timewait.get(tw.key) is tw:
-            del self.timewait[tw.key]
-        tw.timer_at = None
-
-    def _timewait_done(self, tw: TimeWait, now: int, cause: str) -> None:
-        self._drop_timewait(tw)
-        self.mib.TW += 1
-        conn = tw.conn()
-        if conn is not None and conn.state is S.TIME_WAIT:
-            conn.set_state(S.CLOSED, now, cause)
-        elif self.observers:
-            self._emit_raw(now, tw.conn_id, ev.STATE, tw.key, (S.TIME_WAIT, S.CLOSED, cause))
+        self._tw.enter(conn, now)
 
     def _emit(self, now: int, conn: Connection, kind: str, detail: Any) -> None:
         e = Event(now, conn.conn_id, kind, (conn.local_addr, conn.local_port), (conn.remote_addr, conn.remote_port), detail)
@@ -379,7 +392,7 @@ class Stack:
     # ------------------------------------------------------------------ views
     def sockets(self) -> list[Any]:
         """Every socket: listeners, connections, TIME-WAIT records (for ss/stat)."""
-        return [*self.listeners.values(), *self.conns.values(), *self.timewait.values()]
+        return [*self.listeners.values(), *self.conns.values(), *self._tw.views()]
 
     def state_counts(self) -> dict[str, int]:
         counts = {s.value: 0 for s in State}

@@ -412,8 +412,13 @@ def parse_ip_tcp(buf: Buffer, verify_checksum: bool = True) -> tuple[str, str, S
 _IP4_FIXED_WORDS = 0x4500 + _IP4_DF  # version/IHL/TOS word + flags/fragment word
 
 
-def build_ip_tcp(src: str, dst: str, seg: Segment, ttl: int = 64, ident: int = 0) -> bytes:
+def build_ip_tcp(
+    src: str, dst: str, seg: Segment, ttl: int = 64, ident: int = 0, partial_csum: bool = False
+) -> bytes:
     """One packet: IPv4 (DF set) if ``src`` has no ':', else IPv6 (hop limit ``ttl``).
+
+    ``partial_csum``: checksum offload -- the TCP checksum field holds only the
+    pseudo-header sum for the device to complete (see ``tcp._tcp_header``).
 
     Raises ``ValueError`` for addresses, ``ttl``/``ident`` or a segment that
     cannot be put on the wire.
@@ -425,14 +430,14 @@ def build_ip_tcp(src: str, dst: str, seg: Segment, ttl: int = 64, ident: int = 0
     payload = seg.payload
     try:
         if not v6:
-            tcp = _tcp_header(seg, s_sum + d_sum + PROTO_TCP, 0xFFFF - 20)
+            tcp = _tcp_header(seg, s_sum + d_sum + PROTO_TCP, 0xFFFF - 20, partial_csum)
             total = 20 + len(tcp) + len(payload)
             csum = -(_IP4_FIXED_WORDS + total + ident + (ttl << 8 | PROTO_TCP) + s_sum + d_sum)
             ip = _IP4.pack(
                 0x45, 0, total, ident, _IP4_DF, ttl, PROTO_TCP, csum % 0xFFFF, s_packed, d_packed
             )
         else:
-            tcp = _tcp_header(seg, s_sum + d_sum + PROTO_TCP)
+            tcp = _tcp_header(seg, s_sum + d_sum + PROTO_TCP, 0xFFFF, partial_csum)
             ip = _IP6.pack(0x60000000, len(tcp) + len(payload), PROTO_TCP, ttl, s_packed, d_packed)
     except (struct.error, TypeError):
         raise ValueError(

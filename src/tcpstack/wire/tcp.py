@@ -502,8 +502,13 @@ def _field_error(seg: Segment) -> ValueError:
     return ValueError(f"cannot build segment {seg!r}")
 
 
-def _tcp_header(seg: Segment, phsum: int, max_len: int = 0xFFFF) -> bytes:
+def _tcp_header(seg: Segment, phsum: int, max_len: int = 0xFFFF, partial: bool = False) -> bytes:
     """Header and options with the checksum filled in.
+
+    With ``partial`` (checksum offload, Linux's CHECKSUM_PARTIAL convention) the
+    field holds the folded, *not* inverted, sum of the pseudo-header only, and
+    the device (the kernel through a TUN with NEEDS_CSUM, or a simulated link
+    that trusts its endpoints) completes it: the per-byte sum is skipped.
 
     ``phsum`` is the pseudo-header sum without the length (addresses + 6).
     The checksum is computed from the field values before packing (a 32-bit
@@ -544,6 +549,8 @@ def _tcp_header(seg: Segment, phsum: int, max_len: int = 0xFFFF) -> bytes:
     wnd = seg.window
     urg = seg.urg
     try:
+        if partial:
+            return _partial_header(seg, options, ts_block, opt_bytes, off_flags, phsum + hl + plen)
         total = sport + dport + sseq + sack + off_flags + wnd + urg + phsum + hl + plen
         if plen:
             data = int.from_bytes(payload, "big")
@@ -564,6 +571,20 @@ def _tcp_header(seg: Segment, phsum: int, max_len: int = 0xFFFF) -> bytes:
         if ts_block:
             _build_options(options)  # raises the precise error for a bad TS value
         raise _field_error(seg) from None
+    return header + opt_bytes if opt_bytes else header
+
+
+def _partial_header(
+    seg: Segment, options: tuple[Opt, ...], ts_block: bool, opt_bytes: bytes, off_flags: int, pseudo: int
+) -> bytes:
+    csum = (pseudo - 1) % 0xFFFF + 1  # folded one's-complement sum of the pseudo-header
+    if ts_block:
+        tsval, tsecr = cast("tuple[int, int]", options[2][1])
+        return _TCP_HDR_TS.pack(
+            seg.src_port, seg.dst_port, seg.seq, seg.ack, off_flags, seg.window, csum, seg.urg,
+            _NOP_NOP_TS_WORD, tsval, tsecr,
+        )  # fmt: skip
+    header = _TCP_HDR.pack(seg.src_port, seg.dst_port, seg.seq, seg.ack, off_flags, seg.window, csum, seg.urg)
     return header + opt_bytes if opt_bytes else header
 
 
