@@ -125,14 +125,14 @@ def test_expert_in_json_and_ladder(capture: Path) -> None:
     assert "fast retransmission" in notes
 
 
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed (make deps-debian)")
-def test_expert_matches_wireshark(capture: Path) -> None:
+def wireshark(path: Path) -> dict[int, set[str]]:
+    """Frame -> our kinds, as tshark's tcp.analysis fields mark them."""
     fields = sorted(set(TSHARK_FIELDS.values()))
-    cmd = ["tshark", "-n", "-r", str(capture), "-T", "fields", "-E", "separator=|",
+    cmd = ["tshark", "-n", "-r", str(path), "-T", "fields", "-E", "separator=|",
            "-e", "frame.number", "-e", "tcp.flags.reset", "-e", "tcp.analysis.retransmission"]
     for f in fields:
         cmd += ["-e", f]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
     theirs: dict[int, set[str]] = {}
     by_field = {v: k for k, v in TSHARK_FIELDS.items()}
     for line in out.splitlines():
@@ -148,7 +148,31 @@ def test_expert_matches_wireshark(capture: Path) -> None:
             kinds.add("retransmission")
         if kinds:
             theirs[frame] = kinds
-    assert ours(capture) == theirs
+    return theirs
+
+
+needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None,
+                                  reason="tshark not installed (make deps-debian)")
+
+
+@needs_tshark
+def test_expert_matches_wireshark(capture: Path) -> None:
+    assert ours(capture) == wireshark(capture)
+
+
+@needs_tshark
+def test_expert_matches_wireshark_on_a_lossy_simulated_transfer(tmp_path: Path) -> None:
+    """tcpstack's own capture of a lossy bulk transfer (the simulator, client side)."""
+    from tcpstack.sim.link import LinkParams
+    from tcpstack.sim.transfer import run_transfer
+
+    path = tmp_path / "bulk.pcap"
+    run_transfer(300_000, seed=5, link=LinkParams(delay_us=10_000, rate_bps=10_000_000, loss=0.02),
+                 pcap=str(path), record=False)
+    mine = ours(path)
+    assert mine == wireshark(path)
+    kinds = set().union(*mine.values())
+    assert {"duplicate-ack", "fast-retransmission"} <= kinds
 
 
 def test_analyze_takes_neutral_tuples() -> None:

@@ -181,6 +181,14 @@ def test_trace_cli_json_on_a_kernel_capture(tmp_path_factory: pytest.TempPathFac
     for state in ACTIVE_CLOSER + PASSIVE_SERVER:
         assert state in text
     assert "|-- [S] seq=0" in text
+    # The picture: a veth round trip is microseconds, so arrows get the fixed slant.
+    svg = path.with_name("kernel.svg")
+    assert main(["trace", str(path), "--svg", str(svg)]) == 0
+    capsys.readouterr()
+    picture = svg.read_text()
+    assert "fixed slant (round trip" in picture
+    for state in set(ACTIVE_CLOSER + PASSIVE_SERVER):
+        assert f'class="state">{state}</text>' in picture
 
 
 @pytest.mark.skipif(shutil.which("mergecap") is None, reason="mergecap not installed")
