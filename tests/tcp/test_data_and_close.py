@@ -442,3 +442,33 @@ def test_delayed_ack_after_quickack_every_second_segment_or_40ms(stack, peer):
     assert peer.poll(3000 + 40_000) == [out(C, P + 3020, ACK, win=65535)]
     assert stack.mib.DelayedACKs == 1
     assert conn.recv(10_000, 50_000) is not None
+
+
+# ---------------------------------------------------------------- segmentation offload
+def test_gso_sends_super_segments_with_per_mss_accounting():
+    st = make_stack()
+    st.gso_max = 65536
+    peer = Peer(st)
+    conn = established_client(st, peer)
+    conn.send(b"z" * 30000, 2000)
+    pkts = st.transmit_gso()
+    # IW10 = 14,600 bytes: one super-segment of 10 MSS, cut by the device at 1460.
+    assert [(len(parse(p).payload), g) for p, g in pkts] == [(14600, 1460)]
+    assert conn.snd_nxt == C + 14600 and st.mib.OutSegs == 2 + 10  # SYN, ACK, then 10 on the wire
+    # ACKs open cwnd; everything is accounted per MSS.
+    more = peer.send(3000, seg(P, C + 14600, ACK))
+    assert sum(len(s.payload) for s in more) == 15400
+    assert all(len(s.payload) % 1460 == 0 or s is more[-1] for s in more)
+
+
+def test_gro_super_segment_counts_as_many_for_delayed_ack(stack, peer):
+    conn = established_client(stack, peer)
+    conn.quickack = 0
+    # One 4-MSS coalesced segment: ACKed at once (it is "two or more full segments").
+    assert peer.send(2000, seg(P, C, ACK, payload=b"g" * 5840)) == [out(C, P + 5840, ACK)]
+
+
+def parse(pkt):
+    from tcpstack.wire.ip import parse_ip_tcp
+
+    return parse_ip_tcp(pkt)[2]

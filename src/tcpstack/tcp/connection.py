@@ -1187,7 +1187,8 @@ class Connection:
         """Delayed ACK (RFC 9293 §3.8.6.3, RFC 5681 §4.2): ACK at least every second
         full-sized segment, otherwise within the delayed-ACK timeout."""
         self.ack_pending = True
-        self.delack_segs += 1
+        # A GRO super-segment counts as the segments it coalesced.
+        self.delack_segs += 1 if n <= self.rcv_mss else n // self.rcv_mss
         if self.quickack > 0:
             self.quickack -= 1
             self.delack_at = None
@@ -1216,6 +1217,9 @@ class Connection:
         if st not in PUSH_STATES:
             return
         mss = self.eff_mss()
+        gso_max = self.stack.gso_max
+        # With segmentation offload, new data leaves in super-segments of whole MSSs.
+        chunk = (gso_max // mss) * mss if gso_max > mss else mss
         sb = self.sendbuf
         snd_una = self.snd_una
         data_end = seq.add(snd_una, len(sb))  # seq just past the last queued byte
@@ -1249,7 +1253,7 @@ class Connection:
             in_flight = seq.diff(sseq, snd_una)
             wnd_room = self.snd_wnd - in_flight
             room = min(self.cc.cwnd - (pipe if sack_recovery else in_flight), wnd_room)
-            n = min(data_left, mss, room)
+            n = min(data_left, mss if retransmitting else chunk, room)
             if n < 0:
                 n = 0
             fin = fin_queued and seq.add(sseq, n) == self.fin_seq and seq.lt(self.fin_seq, limit)
@@ -1298,7 +1302,7 @@ class Connection:
                 if n < mss:
                     self.snd_sml = end
             if n:
-                self.data_segs_out += 1
+                self.data_segs_out += 1 if n <= mss else (n + mss - 1) // mss
             pipe += n
             self.stack._output(self, seg, now)
             sent = True

@@ -3,8 +3,24 @@ and its accept queue (RFC 9293 §3.10.7.2 LISTEN; Linux's request socks).
 
 A half-open connection is a ``Request`` — a handful of integers — not a TCB:
 a SYN costs a small record and one SYN-ACK, and a full ``Connection`` is
-created only when the handshake's final ACK arrives.  This is what keeps a
-SYN flood from exhausting memory (RFC 4987 §3.2 "Reduce state").
+created only when the handshake's final ACK arrives (RFC 4987 §3.2 "Reduce
+state").  When the SYN queue is full, SYN cookies keep no state at all
+(RFC 4987 §3.6, ``syncookie.py``): the returning ACK is decoded into a
+``Request`` and the same ``_child`` builds the TCB.
+
+The bounds, as Linux (net/ipv4/tcp_input.c, tcp_conn_request()) has them:
+
+* SYN queue full: more than ``backlog`` requests (Linux >= 6.12 tests
+  ``qlen > sk_max_ack_backlog``; older kernels ``>=``).  Then tcp_syncookies
+  1 or 2 answers with a cookie (TCPReqQFullDoCookies), 0 drops the SYN
+  (TCPReqQFullDrop).  tcp_syncookies=2 sends cookies for every SYN.
+* Without cookies, tcp_max_syn_backlog also applies: once fewer than a
+  quarter of it is free, SYNs are dropped (Linux keeps that quarter for
+  peers its metrics cache has proven alive; tcpstack has no such cache, so
+  no peer is proven).  With backlog 128 and tcp_max_syn_backlog 128 the
+  queue therefore stops at 97 requests.
+* Accept queue full (``len > backlog``): SYNs are dropped (ListenOverflows),
+  final ACKs too (or answered with RST under tcp_abort_on_overflow).
 """
 
 from __future__ import annotations
@@ -18,6 +34,7 @@ from . import events as ev
 from . import seq
 from .connection import Connection, syn_options
 from .state import State
+from .syncookie import VALID_US, CookieOptions, decode_ts, encode_ts
 
 if TYPE_CHECKING:
     from .stack import Stack
@@ -55,6 +72,34 @@ class Request:
         self.sent_at = now
         self.acked = False
 
+    @classmethod
+    def from_cookie(
+        cls, listener: Listener, conn_id: int, key: tuple[str, int, str, int], irs: int, iss: int,
+        mss: int, opts: CookieOptions, ts_recent: int | None, now: int,
+    ) -> Request:
+        """The request a valid cookie ACK stands for (Linux's cookie_v4_check):
+        what the SYN said, as far as the cookie and the echoed TSval kept it."""
+        cfg = listener.stack.config
+        req = cls.__new__(cls)
+        req.listener = listener
+        req.conn_id = conn_id
+        req.key = key
+        req.iss = iss
+        req.irs = irs
+        req.snd_mss = min(max(mss, cfg.tcp_min_snd_mss), listener.stack.mss_for(key[2]))
+        req.ws_ok = opts.wscale is not None
+        req.snd_wscale = opts.wscale or 0
+        req.sack_ok = opts.sack
+        req.ts_ok = ts_recent is not None
+        req.ts_recent = ts_recent or 0
+        req.snd_wnd = 0  # the ACK's window replaces it at once
+        req.rcv_wnd = min(cfg.tcp_rmem[1], 0xFFFF)
+        req.retries = 0
+        req.timer_at = None
+        req.sent_at = -1  # unknown: no RTT sample from the handshake
+        req.acked = True
+        return req
+
     def on_timer(self, now: int) -> None:
         self.listener._request_timer(self, now)
 
@@ -73,7 +118,8 @@ class Listener:
         self.waker: Callable[[Listener], None] | None = None
         self.state = S.CLOSED
         self.history: list[State] = [S.CLOSED]
-        self.syn_queue_max = 0
+        self.syn_queue_max = 0  # the longest the SYN queue has been
+        self.last_cookie_at: int | None = None  # Linux: tcp_synq_overflow() stamp
         self._set_state(S.LISTEN, now, "passive OPEN")
 
     def __repr__(self) -> str:
@@ -117,6 +163,18 @@ class Listener:
         # Linux's sk_acceptq_is_full() is "len > backlog", so backlog+1 fit.
         return len(self.accept_queue) > self.backlog
 
+    @property
+    def syn_queue_limit(self) -> int:
+        """The most half-open requests this listener can hold."""
+        limit = self.backlog + 1  # Linux >= 6.12: full when qlen > backlog
+        if not self.stack.config.tcp_syncookies:
+            msb = self.stack.config.tcp_max_syn_backlog
+            limit = min(limit, max(msb - (msb >> 2) + 1, 0))
+        return limit
+
+    def _syn_queue_full(self) -> bool:
+        return len(self.requests) > self.backlog
+
     # ------------------------------------------------------------------ segments
     def on_segment(self, src: str, dst: str, seg: Segment, now: int, isn: int | None = None) -> None:
         stack = self.stack
@@ -133,25 +191,57 @@ class Listener:
         # §3.10.7.2 LISTEN. First, an incoming RST is ignored.
         if flags & RST:
             return
-        # Second, any acknowledgment is bad: <SEQ=SEG.ACK><CTL=RST>.
+        # Second, any acknowledgment is bad: <SEQ=SEG.ACK><CTL=RST> -- unless it
+        # returns one of our SYN cookies.
         if flags & ACK:
-            stack.reply_rst(dst, src, seg, now, conn_id=self.conn_id)
+            if flags & SYN or not self._cookie_ack(key, seg, now):
+                stack.reply_rst(dst, src, seg, now, conn_id=self.conn_id)
             return
         # Third, a SYN.
         if not flags & SYN:
             return
+        self._on_syn(key, seg, now, isn)
+
+    def _on_syn(self, key: tuple[str, int, str, int], seg: Segment, now: int, isn: int | None) -> None:
+        """A new SYN (§3.10.7.2 LISTEN, third): a request, a cookie or a drop,
+        in the order of Linux's tcp_conn_request()."""
+        stack = self.stack
+        mib = stack.mib
+        cookies = stack.config.tcp_syncookies
+        want_cookie = False
+        # A SYN that reopens a TIME-WAIT 4-tuple (isn given) is never limited:
+        # "TW buckets are converted to open requests without limitations".
+        if isn is None and (cookies == 2 or self._syn_queue_full()):
+            if cookies:
+                want_cookie = True
+                mib.TCPReqQFullDoCookies += 1
+            else:
+                mib.TCPReqQFullDrop += 1
+                mib.ListenDrops += 1
+                if stack.observers:
+                    stack._emit_raw(now, self.conn_id, ev.DROP, key, "SYN queue full: SYN dropped")
+                return
         if self._accept_queue_full():
-            stack.mib.ListenOverflows += 1
-            stack.mib.ListenDrops += 1
-            stack._emit_raw(now, self.conn_id, ev.DROP, key, "accept queue full: SYN dropped")
+            mib.ListenOverflows += 1
+            mib.ListenDrops += 1
+            if stack.observers:
+                stack._emit_raw(now, self.conn_id, ev.DROP, key, "accept queue full: SYN dropped")
             return
-        if len(self.requests) >= stack.config.tcp_max_syn_backlog:
-            stack.mib.TCPReqQFullDrop += 1
-            stack.mib.ListenDrops += 1
-            stack._emit_raw(now, self.conn_id, ev.DROP, key, "SYN queue full: SYN dropped")
+        if want_cookie:
+            self._send_cookie(key, seg, now)
             return
-        iss = isn if isn is not None else stack.isn(key, now)
-        req = Request(self, stack._new_id(), key, seg, iss, now)
+        if isn is None and not cookies:
+            msb = stack.config.tcp_max_syn_backlog
+            if msb - len(self.requests) < msb >> 2:
+                # Linux: "without syncookies last quarter of backlog is filled
+                # with destinations proven to be alive" -- none are, here.
+                mib.ListenDrops += 1
+                if stack.observers:
+                    stack._emit_raw(now, self.conn_id, ev.DROP, key, "tcp_max_syn_backlog: SYN dropped")
+                return
+        if isn is None:
+            isn = stack.isn(key, now)
+        req = Request(self, stack._new_id(), key, seg, isn, now)
         self.requests[key] = req
         if len(self.requests) > self.syn_queue_max:
             self.syn_queue_max = len(self.requests)
@@ -159,6 +249,71 @@ class Listener:
             stack._emit_raw(now, req.conn_id, ev.STATE, key, (S.LISTEN, S.SYN_RECEIVED, "rcv SYN"))
         self._send_synack(req, now)
         stack._arm(req, now + stack.config.tcp_rto_initial_ms * 1000)
+
+    # ------------------------------------------------------------------ SYN cookies
+    def _send_cookie(self, key: tuple[str, int, str, int], syn: Segment, now: int) -> None:
+        """Answer a SYN with a cookie SYN-ACK and keep nothing (RFC 4987 §3.6)."""
+        stack = self.stack
+        cfg = stack.config
+        peer_mss = syn.mss if syn.mss is not None else 536
+        isn, _ = stack.syncookies.make(key, syn.seq, peer_mss, now)
+        ts = syn.ts if cfg.tcp_timestamps else None
+        if ts is not None:
+            ws_ok = bool(cfg.tcp_window_scaling and syn.wscale is not None)
+            sack_ok = bool(cfg.tcp_sack and syn.sack_permitted)
+            # tcpstack does not negotiate ECN, so a cookie never promises it.
+            opts = CookieOptions(min(syn.wscale or 0, 14) if ws_ok else None, sack_ok, False)
+            ts_val = (encode_ts(now // 1000, opts) + stack.ts_offset_for(key)) & 0xFFFFFFFF
+            options = syn_options(stack.mss_for(key[2]), ts_val, ts[0], sack_ok,
+                                  stack.rcv_wscale() if ws_ok else None)
+        else:
+            # Linux (tcp_clear_options): without timestamps nothing but the MSS survives.
+            options = syn_options(stack.mss_for(key[2]), None, 0, False, None)
+        wnd = min(cfg.tcp_rmem[1], 0xFFFF)
+        synack = Segment(key[1], key[3], isn, seq.add(syn.seq, 1), SYN | ACK, wnd, 0, options, b"")
+        stack.mib.SyncookiesSent += 1
+        self.last_cookie_at = now
+        if stack.observers:
+            stack._emit_raw(now, self.conn_id, ev.INFO, key, "SYN cookie sent")
+        stack.output_raw(self.conn_id, key[0], key[2], synack, now)
+
+    def _cookie_ack(self, key: tuple[str, int, str, int], seg: Segment, now: int) -> bool:
+        """An ACK with no request: is it the return of one of our cookies?
+        True if it was consumed (a connection, or dropped on overflow);
+        False sends the usual RST (Linux: cookie_v4_check returns the listener)."""
+        stack = self.stack
+        cfg = stack.config
+        if not cfg.tcp_syncookies or self.last_cookie_at is None or now - self.last_cookie_at > VALID_US:
+            return False  # Linux: tcp_synq_no_recent_overflow() -- not looked at as a cookie
+        mss = stack.syncookies.check(key, seq.add(seg.seq, -1), seq.add(seg.ack, -1), now)
+        if not mss:
+            stack.mib.SyncookiesFailed += 1
+            return False
+        stack.mib.SyncookiesRecv += 1
+        ts = seg.ts
+        ts_recent: int | None = None
+        opts = CookieOptions(None, False, False)
+        if ts is not None:
+            if not cfg.tcp_timestamps:
+                return False
+            if ts[1]:
+                opts = decode_ts((ts[1] - stack.ts_offset_for(key)) & 0xFFFFFFFF)
+            if (opts.sack and not cfg.tcp_sack) or (opts.wscale is not None and not cfg.tcp_window_scaling):
+                return False  # Linux's cookie_timestamp_decode(): an option we no longer allow
+            ts_recent = ts[0]
+        if self._accept_queue_full():
+            # Linux: tcp_v4_syn_recv_sock() fails (exit_overflow); the ACK is dropped.
+            stack.mib.ListenOverflows += 1
+            stack.mib.ListenDrops += 1
+            if stack.observers:
+                stack._emit_raw(now, self.conn_id, ev.DROP, key, "accept queue full: cookie ACK dropped")
+            return True
+        req = Request.from_cookie(self, stack._new_id(), key, seq.add(seg.seq, -1), seq.add(seg.ack, -1),
+                                  mss, opts, ts_recent, now)
+        if stack.observers:
+            stack._emit_raw(now, req.conn_id, ev.STATE, key, (S.LISTEN, S.SYN_RECEIVED, "rcv cookie ACK"))
+        self._establish(req, seg, now)
+        return True
 
     def _send_synack(self, req: Request, now: int) -> None:
         stack = self.stack
@@ -231,10 +386,15 @@ class Listener:
             return
         del self.requests[req.key]
         req.timer_at = None
-        conn = self._child(req, seg, now)
-        conn.on_segment(seg, now)
+        self._establish(req, seg, now)
+
+    def _establish(self, req: Request, ack: Segment, now: int) -> None:
+        """The final ACK of a handshake: build the TCB, let it process the ACK
+        (which may carry data or a FIN), queue it for accept()."""
+        conn = self._child(req, ack, now)
+        conn.on_segment(ack, now)
         if conn.state is not S.CLOSED:
-            stack.mib.PassiveOpens += 1
+            self.stack.mib.PassiveOpens += 1
             self.accept_queue.append(conn)
             if self.waker is not None:
                 self.waker(self)
@@ -265,7 +425,7 @@ class Listener:
         conn.snd_wnd = conn.max_snd_wnd = req.snd_wnd
         conn.snd_wl1 = req.irs
         conn.cc.set_mss(conn.snd_mss, stack.config.tcp_init_cwnd)
-        if req.retries == 0:
+        if req.retries == 0 and req.sent_at >= 0:
             conn.rtt_seq, conn.rtt_time = req.iss, req.sent_at  # Karn: SYN-ACK not retransmitted
         stack.conns[key] = conn
         return conn

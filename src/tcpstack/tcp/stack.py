@@ -66,12 +66,19 @@ class Stack:
         ts_offset: Callable[[Key], int] | None = None,
         name: str = "stack",
         checksum_offload: bool = False,
+        gso_max: int = 0,
     ) -> None:
         self.name = name
         # Checksum offload: the device computes and verifies TCP checksums (a TUN
         # with NEEDS_CSUM, or a simulated link without corruption); we write only
         # the pseudo-header sum and skip verification -- no per-byte work here.
         self.checksum_offload = checksum_offload
+        # Segmentation offload (TSO/GSO): new data may leave as one super-segment of
+        # up to gso_max payload bytes that the device cuts into MSS-sized segments.
+        # Sequence, window and congestion accounting stay per MSS in the engine.
+        # Drivers that can do it collect packets with transmit_gso().
+        self.gso_max = gso_max
+        self._gso: list[int] = []
         self.addresses = list(addresses)
         self.config = config if config is not None else Config()
         self.mtu = mtu
@@ -165,7 +172,19 @@ class Stack:
         out = self._outq
         if out:
             self._outq = []
+            if self.gso_max:
+                self._gso = []
         return out
+
+    def transmit_gso(self) -> list[tuple[bytes, int]]:
+        """Like transmit(), for a device with segmentation offload: each packet with
+        its GSO segment size (0 = a plain packet, no segmentation)."""
+        out, sizes = self._outq, self._gso
+        if not out:
+            return []
+        self._outq = []
+        self._gso = []
+        return list(zip(out, sizes, strict=True))
 
     # ------------------------------------------------------------------ user API
     def listen(self, port: int, now: int, addr: str = "", backlog: int = 128, reuse: bool = False) -> Listener:
@@ -307,7 +326,17 @@ class Stack:
             conn.segs_out += 1
         assert local is not None and remote is not None
         self._outq.append(build_ip_tcp(local, remote, seg, 64, 0, self.checksum_offload))
-        self.mib.OutSegs += 1
+        if self.gso_max:
+            mss = conn.eff_mss() if conn is not None else 0
+            n = len(seg.payload)
+            if mss and n > mss:
+                self._gso.append(mss)
+                self.mib.OutSegs += (n + mss - 1) // mss  # counted after segmentation, as Linux
+            else:
+                self._gso.append(0)
+                self.mib.OutSegs += 1
+        else:
+            self.mib.OutSegs += 1
         if self.observers:
             if conn is not None:
                 self._emit(now, conn, ev.SEND, seg)
@@ -317,6 +346,8 @@ class Stack:
     def output_raw(self, conn_id: int, local: str, remote: str, seg: Segment, now: int) -> None:
         """Send a segment on behalf of a compact record (request, TIME-WAIT)."""
         self._outq.append(build_ip_tcp(local, remote, seg, 64, 0, self.checksum_offload))
+        if self.gso_max:
+            self._gso.append(0)
         self.mib.OutSegs += 1
         if seg.flags & RST:
             self.mib.OutRsts += 1

@@ -1,147 +1,305 @@
-"""TIME-WAIT as a compact record, not a whole TCB (Linux: inet_timewait_sock).
+"""TIME-WAIT as compact records, not whole TCBs (Linux: inet_timewait_sock,
+net/ipv4/tcp_minisocks.c).
 
-RFC 9293 §3.6.1 / §3.10.7.4: a connection that closed first waits 2*MSL so
-that old duplicates die and a lost final ACK can be repeated.  All that needs
-is the 4-tuple, the two sequence numbers, the timestamp state and a deadline.
+RFC 9293 §3.6.1 / §3.10.7.4: the side that closed first waits 2*MSL so that
+old duplicates die and a lost final ACK can be repeated.  That needs the two
+sequence numbers, the window to advertise, the timestamp state and a
+deadline -- a few dozen bytes.  A busy client or HTTP/1.0 server holds tens
+of thousands of these, so their size is what TIME-WAIT costs.
 
-* A retransmitted FIN is ACKed again and restarts the timer.
-* RST: with tcp_rfc1337=1 it is ignored (RFC 1337 "TIME-WAIT assassination");
-  otherwise an exactly in-sequence RST ends TIME-WAIT early, as in Linux.
-* A new SYN for the same 4-tuple is accepted as a new connection when it is
-  provably newer: a higher sequence number, or a newer timestamp when both
-  sides use timestamps (RFC 6191 and Linux's tcp_timewait_state_process).
+What a record is.  ``TimeWait`` is an immutable ``bytes`` of 39 packed
+fields (``_REC``), 88 bytes with the object header, not an object with int
+attributes (every int above 256 is another 28--32 bytes, which would make a
+record five times larger).  The 4-tuple is the dictionary key and is not
+stored again.  The rare segment that reaches a record unpacks it; a change
+(a restarted timer, a newer TS.Recent) makes a new record.
+
+The expiry queue.  Every record waits the same ``tcp_timewait_len``, so
+records expire in the order they were made: one FIFO (two parallel deques of
+keys and records) replaces a timer per record, and the stack's timer heap
+holds one entry for the whole table.  A queue entry whose record was removed
+or replaced is skipped when it reaches the head (identity check).  Restarting
+the 2*MSL timer appends a fresh entry; it is done at most once per second per
+record, so a peer replaying segments cannot grow the queue faster than that.
+
+Segment processing follows Linux's tcp_timewait_state_process():
+
+* In-window bare ACK (SEG.SEQ = RCV.NXT): restart 2*MSL, update TS.Recent.
+* RST with SEG.SEQ = RCV.NXT: ends TIME-WAIT (TIME-WAIT assassination,
+  RFC 1337) unless tcp_rfc1337=1; any other RST is ignored.
+* A retransmitted FIN (our last ACK was lost): ACK again, restart 2*MSL
+  (RFC 9293 §3.10.7.4 "TIME-WAIT STATE").
+* A SYN that is provably a new incarnation -- a higher sequence number, or a
+  newer timestamp when the old connection used timestamps (RFC 6191) -- is
+  handed to the listener with ISN = SND.NXT + 65535 + 2, beyond anything the
+  old peer saw (RFC 1122 §4.2.2.13).
+* Anything else is answered with an ACK; a PAWS failure (RFC 7323 §5) too.
 """
 
 from __future__ import annotations
 
+import struct
 import weakref
-from typing import TYPE_CHECKING
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..wire.tcp import ACK, FIN, RST, SYN, Opt, Segment
+from . import events as ev
 from . import seq
+from .state import State
 
 if TYPE_CHECKING:
     from .config import Config
     from .connection import Connection
     from .stack import Stack
 
+Key = tuple[str, int, str, int]
 NOP = Opt(1, None)
+TW_ISN_GAP = 65535 + 2  # Linux: tw_snd_nxt + 65535 + 2, beyond the old peer's largest window
+RESTART_GRANULE_US = 1_000_000  # restart the 2*MSL timer at most once a second per record
+TS_OK = 1  # flags: the connection used timestamps
+
+# snd_nxt, rcv_nxt, ts_recent, ts_offset, conn_id (u32 each); window field (u16);
+# flags (u8); ts_recent_at, expires (i64 µs).
+_REC = struct.Struct("=IIIIIHBqq")
 
 
-class TimeWait:
-    __slots__ = (
-        "stack", "key", "conn_id", "snd_nxt", "rcv_nxt", "rcv_wnd", "rcv_wscale", "ts_ok",
-        "ts_recent", "ts_recent_at", "ts_offset", "expires", "timer_at", "_conn",
-    )
+class Fields(NamedTuple):
+    """A record unpacked (names as in RFC 9293 §3.3.1 and RFC 7323)."""
 
-    stack: Stack
-    key: tuple[str, int, str, int]
+    snd_nxt: int
+    rcv_nxt: int
+    ts_recent: int
+    ts_offset: int
+    conn_id: int
+    window: int  # the 16-bit window field we advertise (already scaled down)
+    flags: int
+    ts_recent_at: int  # µs: when TS.Recent was last updated
+    expires: int  # µs
+
+
+class TimeWait(bytes):
+    """One TIME-WAIT connection: packed fields, read through properties."""
+
+    __slots__ = ()
+
+    @classmethod
+    def pack(cls, f: Fields) -> TimeWait:
+        return cls(_REC.pack(*f))
+
+    def fields(self) -> Fields:
+        return Fields(*_REC.unpack(self))
+
+    @property
+    def state(self) -> str:
+        return State.TIME_WAIT.value
+
+    @property
+    def snd_nxt(self) -> int:
+        return self.fields().snd_nxt
+
+    @property
+    def rcv_nxt(self) -> int:
+        return self.fields().rcv_nxt
+
+    @property
+    def ts_ok(self) -> bool:
+        return bool(self.fields().flags & TS_OK)
+
+    @property
+    def ts_recent(self) -> int:
+        return self.fields().ts_recent
+
+    @property
+    def ts_recent_at(self) -> int:
+        return self.fields().ts_recent_at
+
+    @property
+    def conn_id(self) -> int:
+        return self.fields().conn_id
+
+    @property
+    def expires(self) -> int:
+        return self.fields().expires
+
+    def reusable(self, now: int, config: Config, local: str, remote: str = "") -> bool:
+        """tcp_tw_reuse: may an outgoing connection take over this 4-tuple?
+
+        Linux's tcp_twsk_unique(): only if the old connection used timestamps
+        (PAWS then rejects its old duplicates) and the last timestamp arrived
+        at least a second ago; tcp_tw_reuse=2 allows it for loopback only."""
+        mode = config.tcp_tw_reuse
+        if mode == 2 and not (_loopback(local) or _loopback(remote)):
+            mode = 0
+        f = self.fields()
+        return bool(mode) and bool(f.flags & TS_OK) and now - f.ts_recent_at >= 1_000_000
+
+
+def _loopback(addr: str) -> bool:
+    return addr.startswith("127.") or addr == "::1" or addr.startswith("::ffff:127.")
+
+
+class TimeWaitView(NamedTuple):
+    """What ``ss`` shows of a TIME-WAIT record (built on demand)."""
+
+    key: Key
     conn_id: int
     snd_nxt: int
     rcv_nxt: int
-    rcv_wnd: int
-    rcv_wscale: int
-    ts_ok: bool
-    ts_recent: int
-    ts_recent_at: int
-    ts_offset: int
     expires: int
-    _conn: weakref.ReferenceType[Connection]
 
-    def __init__(self) -> None:  # use from_connection
+    @property
+    def state(self) -> str:
+        return State.TIME_WAIT.value
+
+
+class TimeWaitTable:
+    """The stack's TIME-WAIT records: ``records`` (4-tuple -> record, what the
+    stack demultiplexes on) and their expiry queue.  It is a timer owner of
+    the stack (``timer_at``, ``on_timer``) with one heap entry for all."""
+
+    __slots__ = ("stack", "records", "_keys", "_recs", "timer_at", "_conns")
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.records: dict[Key, TimeWait] = {}
+        self._keys: deque[Key] = deque()
+        self._recs: deque[TimeWait] = deque()
         self.timer_at: int | None = None
+        # Connections the application still holds, so that their state can
+        # move TIME-WAIT -> CLOSED at the end.  Weak: an orphaned TCB is
+        # freed at once and costs the record nothing.
+        self._conns: weakref.WeakValueDictionary[int, Connection] = weakref.WeakValueDictionary()
 
-    @classmethod
-    def from_connection(cls, conn: Connection, now: int) -> TimeWait:
-        tw = cls()
-        tw.stack = conn.stack
-        tw.key = conn.key
-        tw.conn_id = conn.conn_id
-        tw.snd_nxt = conn.snd_nxt
-        tw.rcv_nxt = conn.rcv_nxt
-        tw.rcv_wnd = conn._window_offered()
-        tw.rcv_wscale = conn.rcv_wscale
-        tw.ts_ok = conn.ts_ok
-        tw.ts_recent = conn.ts_recent
-        tw.ts_recent_at = conn.ts_recent_at
-        tw.ts_offset = conn.ts_offset
-        tw.expires = now + conn.config.tcp_timewait_len * 1_000_000
-        tw._conn = weakref.ref(conn)
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def views(self) -> Iterator[TimeWaitView]:
+        for key, rec in self.records.items():
+            f = rec.fields()
+            yield TimeWaitView(key, f.conn_id, f.snd_nxt, f.rcv_nxt, f.expires)
+
+    def conn(self, rec: TimeWait) -> Connection | None:
+        """The TCB that entered this TIME-WAIT, if the application still holds it."""
+        return self._conns.get(rec.conn_id)
+
+    # ------------------------------------------------------------------ life cycle
+    def enter(self, conn: Connection, now: int) -> TimeWait:
+        """Replace ``conn`` (just moved to TIME-WAIT) by a record."""
+        wnd = min(conn._window_offered() >> conn.rcv_wscale, 0xFFFF)
+        rec = TimeWait.pack(Fields(
+            conn.snd_nxt, conn.rcv_nxt, conn.ts_recent, conn.ts_offset & 0xFFFFFFFF,
+            conn.conn_id & 0xFFFFFFFF, wnd, TS_OK if conn.ts_ok else 0, conn.ts_recent_at,
+            now + conn.config.tcp_timewait_len * 1_000_000,
+        ))
         # Release the receive queue only if nobody can read it any more: after a
         # half-close the application may still hold unread data (Linux keeps it too).
         if conn.user_closed:
             conn.recvbuf.clear()
-        return tw
+        self._conns[conn.conn_id & 0xFFFFFFFF] = conn
+        self._store(conn.key, rec)
+        return rec
 
-    def conn(self) -> Connection | None:
-        return self._conn()
+    def _store(self, key: Key, rec: TimeWait) -> None:
+        self.records[key] = rec
+        self._keys.append(key)
+        self._recs.append(rec)
+        self.stack._arm(self, rec.expires)
 
-    @property
-    def state(self) -> str:
-        return "TIME-WAIT"
+    def remove(self, key: Key, rec: TimeWait | None = None) -> TimeWait | None:
+        """Forget the record for ``key`` (its queue entry goes stale)."""
+        cur = self.records.get(key)
+        if cur is None or (rec is not None and cur is not rec):
+            return None
+        del self.records[key]
+        return cur
+
+    def done(self, key: Key, rec: TimeWait, now: int, cause: str) -> None:
+        """TIME-WAIT -> CLOSED: the record goes; a TCB still held is told."""
+        if self.remove(key, rec) is None:
+            return
+        conn = self._conns.pop(rec.conn_id, None)
+        if conn is not None and conn.state is State.TIME_WAIT:
+            conn.set_state(State.CLOSED, now, cause)
+        elif self.stack.observers:
+            self.stack._emit_raw(now, rec.conn_id, ev.STATE, key, (State.TIME_WAIT, State.CLOSED, cause))
 
     def on_timer(self, now: int) -> None:
-        if now >= self.expires:
-            self.stack._timewait_done(self, now, "2MSL timeout")
-        else:
-            self.stack._arm(self, self.expires)
+        """Expire every record whose 2*MSL is over (the queue is in expiry order)."""
+        keys, recs, records = self._keys, self._recs, self.records
+        mib = self.stack.mib
+        while keys:
+            key, rec = keys[0], recs[0]
+            if records.get(key) is not rec:
+                keys.popleft()  # removed or replaced: a stale entry
+                recs.popleft()
+                continue
+            expires = rec.expires
+            if expires > now:
+                self.stack._arm(self, expires)
+                return
+            keys.popleft()
+            recs.popleft()
+            mib.TW += 1  # Linux: TCPTimeWaited ("TW"), counted when the timer ends it
+            self.done(key, rec, now, "2MSL timeout")
 
-    def reusable(self, now: int, config: Config, local: str) -> bool:
-        """tcp_tw_reuse: may an outgoing connection take over this 4-tuple?
-        Only with timestamps and at least one second after the last one seen
-        (Linux's tcp_twsk_unique), so PAWS protects the new connection."""
-        mode = config.tcp_tw_reuse
-        if mode == 0 or (mode == 2 and not (local.startswith("127.") or local == "::1")):
-            return False
-        return self.ts_ok and now - self.ts_recent_at >= 1_000_000
+    def _restart(self, key: Key, rec: TimeWait, now: int, **changes: int) -> TimeWait:
+        """Restart the 2*MSL timer (and apply ``changes``), at most once a second."""
+        f = rec.fields()
+        new_expires = now + self.stack.config.tcp_timewait_len * 1_000_000
+        if new_expires - f.expires < RESTART_GRANULE_US:
+            return rec
+        new = TimeWait.pack(f._replace(expires=new_expires, **changes))
+        self._store(key, new)
+        return new
 
-    def _ack(self, now: int) -> None:
-        opts: tuple[Opt, ...] = ()
-        if self.ts_ok:
-            opts = (NOP, NOP, Opt(8, ((now // 1000 + self.ts_offset) & 0xFFFFFFFF, self.ts_recent)))
-        wnd = min(self.rcv_wnd >> self.rcv_wscale, 0xFFFF)
-        seg = Segment(self.key[1], self.key[3], self.snd_nxt, self.rcv_nxt, ACK, wnd, 0, opts, b"")
-        self.stack.output_raw(self.conn_id, self.key[0], self.key[2], seg, now)
-
-    def on_segment(self, seg: Segment, now: int) -> int | None:
-        """Process a segment for this 4-tuple.  Returns an ISN for a new connection
-        when a SYN may reuse the 4-tuple (the caller hands it to the listener),
-        else None."""
-        flags = seg.flags
+    # ------------------------------------------------------------------ segments
+    def on_segment(self, key: Key, rec: TimeWait, seg: Segment, now: int) -> int | None:
+        """Process a segment for a TIME-WAIT 4-tuple.  Returns the ISN for a new
+        connection when a SYN may reopen the 4-tuple (the caller hands the SYN
+        to the listener), else None."""
         stack = self.stack
-        ts = seg.ts if self.ts_ok else None
-        paws_reject = ts is not None and seq.lt(ts[0], self.ts_recent) and not flags & RST
-        if flags & RST:
-            if stack.config.tcp_rfc1337:
-                return None  # RFC 1337: do not let a RST assassinate TIME-WAIT
-            if seg.seq == self.rcv_nxt:
-                stack.mib.TWKilled += 1
-                stack._timewait_done(self, now, "rcv RST")
+        f = rec.fields()
+        flags = seg.flags
+        ts = seg.ts if f.flags & TS_OK else None
+        # RFC 7323 §5.3 PAWS (as tcp_paws_reject: a RST is never rejected by it).
+        paws_reject = ts is not None and not flags & RST and seq.lt(ts[0], f.ts_recent)
+
+        # In window: SEG.SEQ = RCV.NXT and either a RST or no data, SYN or FIN.
+        if not paws_reject and seg.seq == f.rcv_nxt and (flags & RST or (not seg.payload and not flags & (SYN | FIN))):
+            if flags & RST and not stack.config.tcp_rfc1337:
+                # TIME-WAIT assassination (RFC 1337 hazard H1); Linux does it by default.
+                self.done(key, rec, now, "rcv RST")
+                return None
+            if ts is not None:
+                self._restart(key, rec, now, ts_recent=ts[0], ts_recent_at=now)
+            else:
+                self._restart(key, rec, now)
             return None
-        if flags & SYN and not flags & ACK:
-            newer = (
-                (ts is not None and seq.gt(ts[0], self.ts_recent))
-                if ts is not None
-                else seq.gt(seg.seq, self.rcv_nxt)
-            )
-            if newer and not paws_reject:
-                isn = seq.add(self.snd_nxt, 65535 + 2)  # Linux: beyond anything the old peer saw
-                stack.mib.TWRecycled += 1
-                stack._timewait_done(self, now, "new SYN reuses the 4-tuple (RFC 6191)")
-                return isn
-            stack.mib.TCPChallengeACK += 1
-            self._ack(now)
-            return None
+
+        # A new SYN (RFC 1122 §4.2.2.13, RFC 6191): newer sequence number, or newer timestamp.
+        if flags & SYN and not flags & (RST | ACK) and not paws_reject and (
+            seq.gt(seg.seq, f.rcv_nxt) or (ts is not None and seq.gt(ts[0], f.ts_recent))
+        ):
+            isn = seq.add(f.snd_nxt, TW_ISN_GAP) or 1
+            self.done(key, rec, now, "new SYN reopens the 4-tuple (RFC 6191)")
+            return isn
+
         if paws_reject:
             stack.mib.PAWSEstab += 1
-            self._ack(now)
-            return None
-        if flags & FIN and seq.add(seg.seq, len(seg.payload) + 1) == self.rcv_nxt:
-            # A retransmitted FIN: our last ACK was lost.  ACK again, restart 2 MSL.
-            self.expires = now + stack.config.tcp_timewait_len * 1_000_000
-            self._ack(now)
-            return None
-        if seg.seq == self.rcv_nxt and not seg.payload and not flags & (SYN | FIN):
-            return None  # a bare in-window ACK: nothing to do (Linux)
-        self._ack(now)
+        if flags & RST:
+            return None  # out of window: ignored
+        if paws_reject or flags & ACK:
+            # Linux restarts the timer here; this covers the retransmitted FIN.
+            rec = self._restart(key, rec, now)
+        self._ack(key, rec, now)
         return None
+
+    def _ack(self, key: Key, rec: TimeWait, now: int) -> None:
+        f = rec.fields()
+        opts: tuple[Opt, ...] = ()
+        if f.flags & TS_OK:
+            opts = (NOP, NOP, Opt(8, ((now // 1000 + f.ts_offset) & 0xFFFFFFFF, f.ts_recent)))
+        seg = Segment(key[1], key[3], f.snd_nxt, f.rcv_nxt, ACK, f.window, 0, opts, b"")
+        self.stack.output_raw(f.conn_id, key[0], key[2], seg, now)
