@@ -1216,6 +1216,12 @@ class Connection:
         st = self.state
         if st not in PUSH_STATES:
             return
+        snd_nxt = self.snd_nxt
+        if self.rtx_nxt == snd_nxt and not self.in_recovery:
+            # Nothing to resend: is there anything new (data, or the FIN)?
+            queued_end = seq.add(self.snd_una, len(self.sendbuf) + (1 if self.fin_queued else 0))
+            if snd_nxt == queued_end:
+                return
         mss = self.eff_mss()
         gso_max = self.stack.gso_max
         # With segmentation offload, new data leaves in super-segments of whole MSSs.
