@@ -38,7 +38,8 @@ def register(sub: Any) -> None:
     p.add_argument("--list", action="store_true", help="one line per connection, no ladders")
     p.add_argument("--absolute", action="store_true",
                    help="absolute sequence numbers (default: relative to each side's ISN)")
-    p.add_argument("--full", action="store_true", help="print every row of a long ladder")
+    p.add_argument("--full", action="store_true",
+                   help="print every row of a long ladder (and draw every segment with --svg)")
     p.add_argument("--json", action="store_true",
                    help="JSON: connections with their segments, expert notes and inferred states")
     p.add_argument("--svg", metavar="FILE",
@@ -94,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
             path = _out_path(args.svg, c, several)
             Path(path).write_text(
                 render_svg(c, t0=t0, absolute=args.absolute, timing=args.svg_timing,
-                           title=f"{Path(args.file).name}, connection {c.index}"),
+                           title=f"{Path(args.file).name}, connection {c.index}",
+                           max_segments=len(c.segments) if args.full else 300),
                 encoding="utf-8",
             )
             print(f"wrote {path}", file=sys.stderr)

@@ -11,7 +11,8 @@ Two graphs, one above the other, sharing the time axis:
 1. **Time-sequence graph** (Stevens / tcptrace style, as in Wireshark's
    Statistics > TCP Stream Graphs): the data sender's segments as vertical
    bars from their first to their last sequence number (relative to the ISN)
-   at the time they were seen, retransmissions in red; the receiver's
+   at the time they were seen, data below the highest sequence already sent
+   (retransmitted, or out of order) in red with tcptrace's "R"; the receiver's
    cumulative ACK as a step line, its advertised window's right edge (ACK +
    window) above it, and its SACK blocks as short purple bars.  A flat
    stretch of the ACK line with red bars is a loss and its repair; bars
@@ -53,7 +54,15 @@ __all__ = [
 
 SegmentTuple = tuple[int, int, Segment]
 
-_RETRANS_KINDS = {"retransmission", "fast-retransmission", "spurious-retransmission"}
+# tcptrace's "R": data below the highest sequence already sent.  Wireshark calls
+# some of those out-of-order (a hole filled soon after), which seen at the
+# sender is a retransmission all the same.
+_RETRANS_KINDS = {
+    "retransmission",
+    "fast-retransmission",
+    "spurious-retransmission",
+    "out-of-order",
+}
 
 
 class PlotUnavailable(RuntimeError):
@@ -214,7 +223,7 @@ def plot_segments(
     if ts.retrans:
         x = [d[0] for d in ts.retrans]
         ax1.vlines(x, [d[1] for d in ts.retrans], [d[2] for d in ts.retrans], colors="#c0392b",
-                   linewidth=2.5, label="retransmitted data (R)", zorder=3)
+                   linewidth=2.5, label="retransmitted (or out-of-order) data (R)", zorder=3)
         ax1.plot(x, [d[2] for d in ts.retrans], "_", color="#c0392b", markersize=8, zorder=3)
         if len(ts.retrans) <= 60:  # tcptrace's "R" beside each one, while readable
             for t, _s, e in ts.retrans:
