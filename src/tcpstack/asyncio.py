@@ -11,7 +11,8 @@ Each also takes ``stack=`` (an :class:`~tcpstack.runtime.aio_driver.AioDriver`,
 or in the simulator under :mod:`tcpstack.sim.vloop` a host's
 :class:`~tcpstack.tcp.Stack`); without it, the stack chosen with
 :func:`use_stack` or :func:`set_default_stack` is used. The protocol-level
-``create_connection`` / ``create_server`` are here too. See
+``create_connection`` / ``create_server`` are here too. TLS is the
+standard library's, layered on the tcpstack transport (``ssl=``). See
 :mod:`tcpstack.api.aio` for how the transport maps onto the engine.
 """
 

@@ -23,7 +23,9 @@ class SimPair:
     server: Stack
 
 
-def make_pair(seed: int = 1, link: LinkParams | None = None, config: Config | None = None) -> SimPair:
+def make_pair(
+    seed: int = 1, link: LinkParams | None = None, config: Config | None = None
+) -> SimPair:
     cfg = config or Config()
     net = Network(seed=seed)
     client = Stack([CLIENT4, CLIENT6], cfg.copy(), seed=seed * 2 + 1, name="client")

@@ -23,7 +23,9 @@ from tcpstack.sim import vloop
 from .conftest import SERVER4, SERVER6, VIRTUAL_LIMIT, SimPair
 
 
-def serve(pair: SimPair, specs: list[str], client: Callable[[], Coroutine[Any, Any, Any]], **opts: Any) -> Any:
+def serve(
+    pair: SimPair, specs: list[str], client: Callable[[], Coroutine[Any, Any, Any]], **opts: Any
+) -> Any:
     """Start services on the server host, run ``client()`` on the client host."""
 
     async def main() -> Any:
@@ -127,7 +129,9 @@ class Response:
         self.body = body
 
 
-async def read_response(reader: asyncio.StreamReader, head: bool = False, sink: Any = None) -> Response:
+async def read_response(
+    reader: asyncio.StreamReader, head: bool = False, sink: Any = None
+) -> Response:
     status_line = await reader.readline()
     assert status_line.startswith(b"HTTP/1.1 "), status_line
     status = int(status_line.split()[1])
@@ -146,8 +150,9 @@ async def read_response(reader: asyncio.StreamReader, head: bool = False, sink: 
     return Response(status, headers, b"")
 
 
-async def http(reqs: list[bytes], host: str = SERVER4, port: int = 80,
-               heads: list[bool] | None = None) -> tuple[list[Response], bytes]:
+async def http(
+    reqs: list[bytes], host: str = SERVER4, port: int = 80, heads: list[bool] | None = None
+) -> tuple[list[Response], bytes]:
     """Send the requests on one connection (pipelined), read the responses, then
     whatever follows until EOF or a 120 s idle limit (virtual time)."""
     reader, writer = await tasyncio.open_connection(host, port)
@@ -184,9 +189,17 @@ def test_http_get_head_files_and_keepalive(pair: SimPair, site: Path) -> None:
     blob = (site / "blob.bin").read_bytes()
 
     async def client() -> Any:
-        return await http([get("/hello.txt"), get("/blob.bin"), get("/hello.txt", method="HEAD"),
-                           get("/sub/"), get("/"), get("/hello.txt", "Connection: close\r\n")],
-                          heads=[False, False, True, False, False, False])
+        return await http(
+            [
+                get("/hello.txt"),
+                get("/blob.bin"),
+                get("/hello.txt", method="HEAD"),
+                get("/sub/"),
+                get("/"),
+                get("/hello.txt", "Connection: close\r\n"),
+            ],
+            heads=[False, False, True, False, False, False],
+        )
 
     (r1, r2, r3, r4, r5, r6), tail = serve(pair, ["http:80"], client, root=site)
     assert (r1.status, r1.body) == (200, b"hello, world\n")
@@ -199,7 +212,9 @@ def test_http_get_head_files_and_keepalive(pair: SimPair, site: Path) -> None:
     assert b"hello.txt" in r5.body and b"sub/" in r5.body  # a listing
     assert r6.headers["connection"] == "close"
     assert tail == b""  # ...and the server closed after it
-    assert len(pair.client.mib.nstat()) and pair.client.mib.ActiveOpens == 1  # one connection for all
+    assert (
+        len(pair.client.mib.nstat()) and pair.client.mib.ActiveOpens == 1
+    )  # one connection for all
 
 
 def test_http_bytes_pattern_sha256(pair: SimPair) -> None:

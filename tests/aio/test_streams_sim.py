@@ -67,7 +67,14 @@ def test_lossy_link_byte_exact_and_deterministic() -> None:
         pair = make_pair(seed=5, link=link)
         out = run_echo(pair, SERVER4, payload, pause=1.0)
         assert out["sha256"] == hashlib.sha256(payload).hexdigest()
-        results.append((pair.net.now, pair.net.events, pair.client.mib.RetransSegs, pair.server.mib.RetransSegs))
+        results.append(
+            (
+                pair.net.now,
+                pair.net.events,
+                pair.client.mib.RetransSegs,
+                pair.server.mib.RetransSegs,
+            )
+        )
     assert results[0] == results[1]
     assert results[0][2] + results[0][3] > 0  # the loss was real
 
@@ -356,7 +363,9 @@ def test_close_with_unread_data_resets_like_the_kernel(pair: SimPair) -> None:
 
     async def main() -> None:
         server = await tasyncio.start_server(handler, SERVER4, 8080, stack=pair.server, limit=1024)
-        reader, writer = await tasyncio.open_connection(SERVER4, 8080, stack=pair.client, limit=1024)
+        reader, writer = await tasyncio.open_connection(
+            SERVER4, 8080, stack=pair.client, limit=1024
+        )
         # the server sends nothing; make the client hold unread data: server writes
         await asyncio.sleep(0.1)
         conn = writer.get_extra_info("tcpstack_connection")
@@ -388,7 +397,9 @@ def test_connect_timeout_takes_virtual_time_only(pair: SimPair) -> None:
         took = loop.time() - t0
         # a connect cancelled by wait_for leaves no SYN-SENT connection behind
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(tasyncio.open_connection("198.18.0.99", 81, stack=pair.client), 5)
+            await asyncio.wait_for(
+                tasyncio.open_connection("198.18.0.99", 81, stack=pair.client), 5
+            )
         return err, took, pair.client.state_counts()
 
     wall = time.perf_counter()
@@ -400,8 +411,12 @@ def test_connect_timeout_takes_virtual_time_only(pair: SimPair) -> None:
 
 
 def test_many_concurrent_connections_over_a_lossy_link() -> None:
-    pair = make_pair(seed=11, link=LinkParams(delay_us=20_000, jitter_us=2_000, rate_bps="50mbit",
-                                              loss=0.03, reorder=0.01, dup=0.005))
+    pair = make_pair(
+        seed=11,
+        link=LinkParams(
+            delay_us=20_000, jitter_us=2_000, rate_bps="50mbit", loss=0.03, reorder=0.01, dup=0.005
+        ),
+    )
 
     async def one(i: int) -> bool:
         data = _payload(random.Random(i).randrange(1, 100_000), seed=i)

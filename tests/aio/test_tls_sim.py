@@ -28,11 +28,29 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("tls")
     key, crt = d / "key.pem", d / "cert.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "2", "-subj", "/CN=tcpstack.test",
-         "-addext", "subjectAltName=DNS:tcpstack.test,IP:198.18.0.2",
-         "-keyout", str(key), "-out", str(crt)],
-        check=True, capture_output=True, timeout=30,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=tcpstack.test",
+            "-addext",
+            "subjectAltName=DNS:tcpstack.test,IP:198.18.0.2",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     return key, crt
 
@@ -55,11 +73,14 @@ def test_tls_over_the_simulator(pair: SimPair, cert: tuple[Path, Path]) -> None:
     big = b"x" * 200_000 + b"\n"
 
     async def main() -> tuple[list[bytes], str, Any]:
-        server = await tasyncio.start_server(upper_lines, SERVER4, 443, stack=pair.server, ssl=server_ctx,
-                                             limit=1 << 20)
+        server = await tasyncio.start_server(
+            upper_lines, SERVER4, 443, stack=pair.server, ssl=server_ctx, limit=1 << 20
+        )
         with tasyncio.use_stack(pair.client):
             # the certificate names IP 198.18.0.2: server_hostname defaults to the host, as in the stdlib
-            reader, writer = await tasyncio.open_connection(SERVER4, 443, ssl=client_ctx, limit=1 << 20)
+            reader, writer = await tasyncio.open_connection(
+                SERVER4, 443, ssl=client_ctx, limit=1 << 20
+            )
             got = []
             for line in (b"alpha\n", big, b"omega\n"):
                 writer.write(line)
@@ -71,7 +92,9 @@ def test_tls_over_the_simulator(pair: SimPair, cert: tuple[Path, Path]) -> None:
             writer.close()
             # hostname checking is the stdlib's: a name not in the certificate fails
             try:
-                await tasyncio.open_connection(SERVER4, 443, ssl=client_ctx, server_hostname="other.test")
+                await tasyncio.open_connection(
+                    SERVER4, 443, ssl=client_ctx, server_hostname="other.test"
+                )
                 bad: Any = None
             except ssl.SSLCertVerificationError as exc:
                 bad = exc

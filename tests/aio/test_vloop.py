@@ -64,8 +64,14 @@ def test_simulator_events_and_asyncio_timers_interleave_in_time_order() -> None:
             log.append(("aio", net.now))
 
     vloop.run(main(), net)
-    assert log == [("aio", 1_000_000), ("sim", 1_500_000), ("aio", 2_000_000),
-                   ("sim", 3_000_000), ("aio", 3_000_000), ("aio", 4_000_000)]
+    assert log == [
+        ("aio", 1_000_000),
+        ("sim", 1_500_000),
+        ("aio", 2_000_000),
+        ("sim", 3_000_000),
+        ("aio", 3_000_000),
+        ("aio", 4_000_000),
+    ]
 
 
 def test_deadlock_is_reported_not_hung() -> None:

@@ -56,7 +56,9 @@ def _ip(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _in_ns(ns: str, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, timeout=timeout, check=False)
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, *cmd], capture_output=True, timeout=timeout, check=False
+    )
 
 
 class Up:
@@ -70,7 +72,9 @@ class Up:
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tcpstack.cli.main", "up", "--netns", ns, *args],
-                stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
             )
         self.ready_after = self._wait_ready()
 
@@ -83,8 +87,10 @@ class Up:
                 break
             time.sleep(0.02)
         self.kill()
-        raise AssertionError(f"tcpstack up did not get ready: rc={self.proc.returncode}\n"
-                             f"stdout:\n{self.stdout()}\nstderr:\n{self.stderr()}")
+        raise AssertionError(
+            f"tcpstack up did not get ready: rc={self.proc.returncode}\n"
+            f"stdout:\n{self.stdout()}\nstderr:\n{self.stderr()}"
+        )
 
     def stdout(self) -> str:
         return self.out_path.read_text(errors="replace")
@@ -116,7 +122,11 @@ def _leftovers(ns: str) -> list[str]:
     if os.path.exists(f"/run/netns/{ns}"):
         found.append(f"/run/netns/{ns} still exists")
     links = _ip("-o", "link", "show").stdout
-    found += [f"link left in the root namespace: {ln.split(':')[1].strip()}" for ln in links.splitlines() if "tcps" in ln]
+    found += [
+        f"link left in the root namespace: {ln.split(':')[1].strip()}"
+        for ln in links.splitlines()
+        if "tcps" in ln
+    ]
     return found
 
 
@@ -132,8 +142,22 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def up(site: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     """One `tcpstack up` with every service, IPv4 and IPv6, for the read-only tests."""
     ns = _ns_name()
-    u = Up(ns, tmp_path_factory.mktemp("up"), "--root", str(site), "--kernel-addr6", "fd00:198:18::1/64",
-           "--serve", "http:80", "--serve", "echo:7", "--serve", "chargen:19", "--serve", "discard:9")
+    u = Up(
+        ns,
+        tmp_path_factory.mktemp("up"),
+        "--root",
+        str(site),
+        "--kernel-addr6",
+        "fd00:198:18::1/64",
+        "--serve",
+        "http:80",
+        "--serve",
+        "echo:7",
+        "--serve",
+        "chargen:19",
+        "--serve",
+        "discard:9",
+    )
     try:
         yield u
     finally:
@@ -149,7 +173,12 @@ def up(site: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
 def test_announces_services_and_how_to_try(up: Up) -> None:
     out = up.stdout()
     assert f"namespace {up.ns} (created)" in out
-    for line in ("http     198.18.0.2:80", "echo     198.18.0.2:7", "chargen  198.18.0.2:19", "discard  198.18.0.2:9"):
+    for line in (
+        "http     198.18.0.2:80",
+        "echo     198.18.0.2:7",
+        "chargen  198.18.0.2:19",
+        "discard  198.18.0.2:9",
+    ):
         assert line in out, out
     assert f"ip netns exec {up.ns} curl http://198.18.0.2/" in out
     assert netns_exists(up.ns)
@@ -158,18 +187,37 @@ def test_announces_services_and_how_to_try(up: Up) -> None:
 def test_curl_fetches_a_file_byte_exact(up: Up, site: Path) -> None:
     r = _in_ns(up.ns, "curl", "-sS", "--fail", "--max-time", "30", f"http://{ADDR}/data.bin")
     assert r.returncode == 0, r.stderr
-    assert hashlib.sha256(r.stdout).hexdigest() == hashlib.sha256((site / "data.bin").read_bytes()).hexdigest()
+    assert (
+        hashlib.sha256(r.stdout).hexdigest()
+        == hashlib.sha256((site / "data.bin").read_bytes()).hexdigest()
+    )
     r = _in_ns(up.ns, "curl", "-sS", "--fail", "--max-time", "10", f"http://{ADDR}/")
     assert r.stdout == b"<h1>tcpstack interop</h1>\n"
 
 
-def test_curl_downloads_100mb_byte_exact(up: Up, capsys: pytest.CaptureFixture, record_property: Any) -> None:
+def test_curl_downloads_100mb_byte_exact(
+    up: Up, capsys: pytest.CaptureFixture, record_property: Any
+) -> None:
     n = 100_000_000
     h = hashlib.sha256()
     got = 0
     t0 = time.monotonic()
-    proc = subprocess.Popen(["ip", "netns", "exec", up.ns, "curl", "-sS", "--fail", "--max-time", "120",
-                             f"http://{ADDR}/bytes/{n}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            up.ns,
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "120",
+            f"http://{ADDR}/bytes/{n}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert proc.stdout is not None
         while chunk := proc.stdout.read(1 << 20):
@@ -186,11 +234,18 @@ def test_curl_downloads_100mb_byte_exact(up: Up, capsys: pytest.CaptureFixture, 
     assert h.hexdigest() == pattern_sha256(n)
     record_property("download_MBps", round(n / dt / 1e6, 1))
     with capsys.disabled():
-        print(f"\n[up http] curl /bytes/{n}: {dt:.2f} s, {n / dt / 1e6:.1f} MB/s ({n * 8 / dt / 1e6:.0f} Mbit/s)")
+        print(
+            f"\n[up http] curl /bytes/{n}: {dt:.2f} s, {n / dt / 1e6:.1f} MB/s ({n * 8 / dt / 1e6:.0f} Mbit/s)"
+        )
 
 
 def test_keepalive_reuses_one_connection(up: Up) -> None:
-    urls = [f"http://{ADDR}/", f"http://{ADDR}/bytes/100000", f"http://{ADDR}/nope", f"http://{ADDR}/index.html"]
+    urls = [
+        f"http://{ADDR}/",
+        f"http://{ADDR}/bytes/100000",
+        f"http://{ADDR}/nope",
+        f"http://{ADDR}/index.html",
+    ]
     args = ["curl", "-sS", "--max-time", "30", "-w", "%{num_connects} %{http_code}\\n"]
     for u in urls:
         args += ["-o", "/dev/null", u]
@@ -200,19 +255,51 @@ def test_keepalive_reuses_one_connection(up: Up) -> None:
 
 
 def test_connection_close_and_head(up: Up) -> None:
-    r = _in_ns(up.ns, "curl", "-sS", "--max-time", "10", "-I", "-H", "Connection: close", f"http://{ADDR}/bytes/12345")
+    r = _in_ns(
+        up.ns,
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "-I",
+        "-H",
+        "Connection: close",
+        f"http://{ADDR}/bytes/12345",
+    )
     head = r.stdout.decode()
     assert head.startswith("HTTP/1.1 200 OK"), head
     assert "Content-Length: 12345" in head and "Connection: close" in head
-    r = _in_ns(up.ns, "curl", "-sS", "--max-time", "10", "-X", "DELETE", "-w", "%{http_code}", f"http://{ADDR}/")
+    r = _in_ns(
+        up.ns,
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "-X",
+        "DELETE",
+        "-w",
+        "%{http_code}",
+        f"http://{ADDR}/",
+    )
     assert r.stdout.endswith(b"405")
-    r = _in_ns(up.ns, "curl", "-sS", "--max-time", "10", "--path-as-is", "-w", "%{http_code}",
-               f"http://{ADDR}/../../etc/passwd")
+    r = _in_ns(
+        up.ns,
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "--path-as-is",
+        "-w",
+        "%{http_code}",
+        f"http://{ADDR}/../../etc/passwd",
+    )
     assert r.stdout.endswith(b"400") and b"root:" not in r.stdout
 
 
 def test_curl_over_ipv6(up: Up) -> None:
-    r = _in_ns(up.ns, "curl", "-sS", "--fail", "-g", "--max-time", "20", f"http://[{ADDR6}]/bytes/1000000")
+    r = _in_ns(
+        up.ns, "curl", "-sS", "--fail", "-g", "--max-time", "20", f"http://[{ADDR6}]/bytes/1000000"
+    )
     assert r.returncode == 0, r.stderr
     assert hashlib.sha256(r.stdout).hexdigest() == pattern_sha256(1_000_000)
 
@@ -241,7 +328,9 @@ def test_echo_and_chargen_from_kernel_sockets(up: Up) -> None:
 def test_sigterm_leaves_nothing_behind_and_pcap_has_the_conversation(tmp_path: Path) -> None:
     ns = _ns_name()
     pcap = tmp_path / "up.pcap"
-    u = Up(ns, tmp_path, "--serve", "http:8080", "--pcap", str(pcap), "--set", "tcp_timestamps=0", "-q")
+    u = Up(
+        ns, tmp_path, "--serve", "http:8080", "--pcap", str(pcap), "--set", "tcp_timestamps=0", "-q"
+    )
     try:
         assert _in_ns(ns, "ip", "-o", "link", "show", "tcps0").returncode == 0
         r = _in_ns(ns, "curl", "-sS", "--max-time", "10", f"http://{ADDR}:8080/bytes/5000")
@@ -259,7 +348,9 @@ def test_sigterm_leaves_nothing_behind_and_pcap_has_the_conversation(tmp_path: P
     syns = [s for _, _, s in segs if s.flags & 0x02]
     assert any(s.dst_port == 8080 for s in syns) and any(s.src_port == 8080 for s in syns)
     assert sum(len(s.payload) for src, _, s in segs if src == ADDR) >= 5000
-    assert all(s.ts is None for _, _, s in segs if s.flags & 0x02 and s.src_port == 8080)  # --set applied
+    assert all(
+        s.ts is None for _, _, s in segs if s.flags & 0x02 and s.src_port == 8080
+    )  # --set applied
 
 
 def test_existing_namespace_is_kept_device_removed(tmp_path: Path) -> None:
@@ -318,7 +409,7 @@ def test_up_without_privileges_fails_at_once(tmp_path: Path) -> None:
             break
         time.sleep(0.02)
     with os.fdopen(rfd, "rb") as r:
-        euid, rc, msg = json.loads(r.read() or b"[0, 0, \"\"]")
+        euid, rc, msg = json.loads(r.read() or b'[0, 0, ""]')
     took = time.monotonic() - t0
     assert euid == 65534, msg
     assert rc == 77, msg
@@ -328,8 +419,22 @@ def test_up_without_privileges_fails_at_once(tmp_path: Path) -> None:
     assert not netns_exists(ns)
 
     t0 = time.monotonic()
-    p = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-all", sys.executable, "-m",
-                        "tcpstack.cli.main", "up", "--netns", ns], capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        [
+            "setpriv",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            sys.executable,
+            "-m",
+            "tcpstack.cli.main",
+            "up",
+            "--netns",
+            ns,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert p.returncode == 77, p.stderr
     assert "needs CAP_NET_ADMIN and CAP_SYS_ADMIN, which this process lacks" in p.stderr
     assert time.monotonic() - t0 < 10
@@ -347,7 +452,9 @@ class KernelStreams:
 
     async def open_connection(self, host: str, port: int, **kw: Any) -> Any:
         with in_netns(self.ns):
-            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+            sock = socket.socket(
+                socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM
+            )
         sock.setblocking(False)
         try:
             await asyncio.get_running_loop().sock_connect(sock, (host, port))
@@ -401,5 +508,7 @@ def test_asyncio_echo_app_with_the_kernel_as_peer(capsys: pytest.CaptureFixture)
     assert b["peername"] == (KERNEL6, 7007, 0, 0) and b["sockname"][0] == ADDR6
     assert _leftovers(ns) == []
     with capsys.disabled():
-        print(f"\n[aio echo] 4 MB echoed through the kernel, 0.2 s pause included: "
-              f"tcpstack server {ta:.2f} s, tcpstack client {tb:.2f} s")
+        print(
+            f"\n[aio echo] 4 MB echoed through the kernel, 0.2 s pause included: "
+            f"tcpstack server {ta:.2f} s, tcpstack client {tb:.2f} s"
+        )

@@ -33,6 +33,10 @@ the stdlib selector transport's contract:
   continues); ``close()`` flushes then is close(2) (unread data makes it an
   abort with RST, as Linux does); ``abort()`` is ABORT (RST).
 - ``TCP_NODELAY`` is on, as asyncio sets it on every TCP socket.
+- ``asyncio.BufferedProtocol`` is supported and the transport is
+  ``start_tls``-compatible, so TLS is the stdlib's own SSLProtocol:
+  ``open_connection(..., ssl=ctx)``, ``start_server(..., ssl=ctx)`` (the
+  callback runs after the handshake) and ``StreamWriter.start_tls()`` work.
 
 Which stack: every call takes ``stack=``; without it the task's current stack
 (:func:`use_stack`, a context variable, so tasks inherit it) or the loop's
@@ -118,7 +122,7 @@ class SimBinding:
 
     def __init__(self, stack: Stack, loop: VirtualEventLoop) -> None:
         self.stack = stack
-        self.loop = loop
+        self.loop: asyncio.AbstractEventLoop = loop
         self._net = loop.net
 
     def now(self) -> int:
@@ -128,8 +132,12 @@ class SimBinding:
         pass
 
 
-_current: contextvars.ContextVar[Any] = contextvars.ContextVar("tcpstack_asyncio_stack", default=None)
-_loop_default: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+_current: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "tcpstack_asyncio_stack", default=None
+)
+_loop_default: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @contextlib.contextmanager
@@ -226,14 +234,21 @@ class TcpTransport(asyncio.Transport):
     # loop.start_tls() / StreamWriter.start_tls() may layer the stdlib's TLS on it.
     _start_tls_compatible = True
 
-    def __init__(self, binding: Binding, conn: Connection, protocol: asyncio.BaseProtocol,
-                 server: Server | None = None) -> None:
-        super().__init__({
-            "peername": _sockaddr(conn.remote_addr, conn.remote_port),
-            "sockname": _sockaddr(conn.local_addr, conn.local_port),
-            "socket": None,
-            "tcpstack_connection": conn,
-        })
+    def __init__(
+        self,
+        binding: Binding,
+        conn: Connection,
+        protocol: asyncio.BaseProtocol,
+        server: Server | None = None,
+    ) -> None:
+        super().__init__(
+            {
+                "peername": _sockaddr(conn.remote_addr, conn.remote_port),
+                "sockname": _sockaddr(conn.local_addr, conn.local_port),
+                "socket": None,
+                "tcpstack_connection": conn,
+            }
+        )
         self._binding = binding
         self._loop = binding.loop
         self._conn = conn
@@ -432,7 +447,7 @@ class TcpTransport(asyncio.Transport):
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         try:
             if self._protocol_connected:
-                self._protocol.connection_lost(exc)
+                self._protocol.connection_lost(exc)  # type: ignore[arg-type]
         finally:
             server, self._server = self._server, None
             if server is not None:
@@ -440,12 +455,14 @@ class TcpTransport(asyncio.Transport):
 
     def _fatal_error(self, exc: BaseException, message: str | None) -> None:
         if message is not None or not isinstance(exc, OSError):
-            self._loop.call_exception_handler({
-                "message": message or "Fatal error on tcpstack transport",
-                "exception": exc,
-                "transport": self,
-                "protocol": self._protocol,
-            })
+            self._loop.call_exception_handler(
+                {
+                    "message": message or "Fatal error on tcpstack transport",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
         self._force_close(exc)
 
     def _force_close(self, exc: BaseException | None) -> None:
@@ -501,7 +518,9 @@ class TcpTransport(asyncio.Transport):
     # -- WriteTransport ------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
         if self._eof_written:
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data:
@@ -578,10 +597,14 @@ class TcpTransport(asyncio.Transport):
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            self._loop.call_exception_handler({
-                "message": "protocol.pause_writing() failed",
-                "exception": exc, "transport": self, "protocol": self._protocol,
-            })
+            self._loop.call_exception_handler(
+                {
+                    "message": "protocol.pause_writing() failed",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
 
     def _maybe_resume_protocol(self) -> None:
         if self._protocol_paused and self._buffer_size <= self._low_water:
@@ -591,10 +614,14 @@ class TcpTransport(asyncio.Transport):
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
-                self._loop.call_exception_handler({
-                    "message": "protocol.resume_writing() failed",
-                    "exception": exc, "transport": self, "protocol": self._protocol,
-                })
+                self._loop.call_exception_handler(
+                    {
+                        "message": "protocol.resume_writing() failed",
+                        "exception": exc,
+                        "transport": self,
+                        "protocol": self._protocol,
+                    }
+                )
 
 
 # ---------------------------------------------------------------------------- connecting
@@ -641,7 +668,10 @@ async def create_connection(
         if not settled.done() and conn.state not in (S.SYN_SENT, S.SYN_RECEIVED):
             settled.set_result(None)
 
-    conn.waker = lambda _c: loop.call_soon(settle)
+    def waker(_c: Connection) -> None:
+        loop.call_soon(settle)  # a waker only schedules
+
+    conn.waker = waker
     try:
         await settled
     except BaseException:
@@ -655,7 +685,9 @@ async def create_connection(
         err = conn.error
         raise type(err)(*err.args)
     if not conn.established and not conn.eof:
-        raise ConnectionRefusedError(errno.ECONNREFUSED, f"connect to {host}:{port} failed ({conn.state.value})")
+        raise ConnectionRefusedError(
+            errno.ECONNREFUSED, f"connect to {host}:{port} failed ({conn.state.value})"
+        )
     protocol = protocol_factory()
     transport = TcpTransport(binding, conn, protocol)
     transport._connection_made()
@@ -688,8 +720,11 @@ async def open_connection(
     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     if ctx is not None:
         try:
-            await writer.start_tls(ctx, server_hostname=server_hostname if server_hostname is not None else host,
-                                   ssl_handshake_timeout=handshake_timeout)
+            await writer.start_tls(
+                ctx,
+                server_hostname=server_hostname if server_hostname is not None else host,
+                ssl_handshake_timeout=handshake_timeout,
+            )
         except BaseException:
             transport.abort()
             raise
@@ -733,8 +768,13 @@ class ListenerSocket:
 class Server(asyncio.AbstractServer):
     """``asyncio.Server`` on tcpstack: listeners on one stack, a protocol per connection."""
 
-    def __init__(self, binding: Binding, protocol_factory: Callable[[], asyncio.BaseProtocol],
-                 listeners: list[Listener], context: contextvars.Context) -> None:
+    def __init__(
+        self,
+        binding: Binding,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        listeners: list[Listener],
+        context: contextvars.Context,
+    ) -> None:
         self._binding = binding
         self._loop = binding.loop
         self._factory = protocol_factory
@@ -785,9 +825,13 @@ class Server(asyncio.AbstractServer):
                 try:
                     protocol = self._factory()
                 except Exception as exc:
-                    self._loop.call_exception_handler({
-                        "message": "protocol factory failed", "exception": exc, "server": self,
-                    })
+                    self._loop.call_exception_handler(
+                        {
+                            "message": "protocol factory failed",
+                            "exception": exc,
+                            "server": self,
+                        }
+                    )
                     conn.abort(self._binding.now())
                     self._binding.changed()
                     continue

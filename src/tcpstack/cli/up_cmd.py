@@ -46,25 +46,52 @@ def service_spec(text: str) -> ServiceSpec | None:
 def register(sub: Any) -> None:
     names = ", ".join(f"{s.name} ({s.default_port})" for s in SERVICES.values())
     p = sub.add_parser(
-        "up", help="run the stack on a TUN device in a network namespace, with services",
+        "up",
+        help="run the stack on a TUN device in a network namespace, with services",
         description="Bring tcpstack up on the real network: a TUN device in a network namespace "
         "(created if missing, removed on exit if created), the kernel on one side and tcpstack on "
         "the other, serving until SIGINT/SIGTERM. Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN).",
         epilog=f"Services: {names}. http's /bytes/N streams N bytes where byte i is i mod 256.",
     )
-    p.add_argument("--netns", default=DEFAULT_NETNS, metavar="NAME",
-                   help=f"network namespace (default {DEFAULT_NETNS}; created if it does not exist)")
-    p.add_argument("--kernel-addr", default=KERNEL_ADDR4, metavar="ADDR/LEN",
-                   help=f"the kernel's IPv4 address on the TUN device (default {KERNEL_ADDR4})")
-    p.add_argument("--addr", default=STACK_ADDR4, metavar="ADDR",
-                   help=f"tcpstack's IPv4 address, in the kernel's prefix (default {STACK_ADDR4})")
-    p.add_argument("--kernel-addr6", default=None, metavar="ADDR/LEN",
-                   help=f"the kernel's IPv6 address (e.g. {KERNEL_ADDR6}); enables IPv6")
-    p.add_argument("--addr6", default=None, metavar="ADDR",
-                   help=f"tcpstack's IPv6 address (default {STACK_ADDR6} when IPv6 is on)")
-    p.add_argument("--serve", action="append", type=service_spec, metavar="NAME:PORT",
-                   help="a service to run (repeatable); default: " + " ".join(DEFAULT_SERVICES)
-                   + "; 'none' for no service")
+    p.add_argument(
+        "--netns",
+        default=DEFAULT_NETNS,
+        metavar="NAME",
+        help=f"network namespace (default {DEFAULT_NETNS}; created if it does not exist)",
+    )
+    p.add_argument(
+        "--kernel-addr",
+        default=KERNEL_ADDR4,
+        metavar="ADDR/LEN",
+        help=f"the kernel's IPv4 address on the TUN device (default {KERNEL_ADDR4})",
+    )
+    p.add_argument(
+        "--addr",
+        default=STACK_ADDR4,
+        metavar="ADDR",
+        help=f"tcpstack's IPv4 address, in the kernel's prefix (default {STACK_ADDR4})",
+    )
+    p.add_argument(
+        "--kernel-addr6",
+        default=None,
+        metavar="ADDR/LEN",
+        help=f"the kernel's IPv6 address (e.g. {KERNEL_ADDR6}); enables IPv6",
+    )
+    p.add_argument(
+        "--addr6",
+        default=None,
+        metavar="ADDR",
+        help=f"tcpstack's IPv6 address (default {STACK_ADDR6} when IPv6 is on)",
+    )
+    p.add_argument(
+        "--serve",
+        action="append",
+        type=service_spec,
+        metavar="NAME:PORT",
+        help="a service to run (repeatable); default: "
+        + " ".join(DEFAULT_SERVICES)
+        + "; 'none' for no service",
+    )
     p.add_argument("--root", metavar="DIR", help="directory the http service serves files from")
     p.add_argument("--pcap", metavar="FILE", help="capture every packet crossing the TUN device")
     p.add_argument("--mtu", type=int, default=1500, help="MTU of the TUN device (default 1500)")
@@ -129,7 +156,9 @@ def _try_lines(netns: str, addr: str, specs: list[ServiceSpec]) -> list[str]:
         port = by_name["http"].port
         hostport = _url_host(addr) + ("" if port == 80 else f":{port}")
         lines.append(f"{ns} curl http://{hostport}/")
-        lines.append(f"{ns} curl -o /dev/null -w '%{{speed_download}} bytes/s\\n' http://{hostport}/bytes/100000000")
+        lines.append(
+            f"{ns} curl -o /dev/null -w '%{{speed_download}} bytes/s\\n' http://{hostport}/bytes/100000000"
+        )
     if "echo" in by_name:
         lines.append(f"{ns} nc {addr} {by_name['echo'].port}")
     if "chargen" in by_name:
@@ -140,8 +169,13 @@ def _try_lines(netns: str, addr: str, specs: list[ServiceSpec]) -> list[str]:
     return lines[:3]
 
 
-async def _main(args: argparse.Namespace, specs: list[ServiceSpec], cfg: Any,
-                kernel6: str | None, addr6: str | None) -> int:
+async def _main(
+    args: argparse.Namespace,
+    specs: list[ServiceSpec],
+    cfg: Any,
+    kernel6: str | None,
+    addr6: str | None,
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     got: list[str] = []
@@ -153,14 +187,24 @@ async def _main(args: argparse.Namespace, specs: list[ServiceSpec], cfg: Any,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
 
-    log = None if args.quiet else (lambda line: print(f"[http] {line}", file=sys.stderr, flush=True))
+    log = (
+        None if args.quiet else (lambda line: print(f"[http] {line}", file=sys.stderr, flush=True))
+    )
     try:
         pcap = PcapWriter(args.pcap) if args.pcap else None
     except OSError as exc:
         return _fail(f"cannot write --pcap {args.pcap}: {exc}")
     try:
-        host = AioHost(args.netns, kernel_addr4=args.kernel_addr, stack_addr4=args.addr,
-                       kernel_addr6=kernel6, stack_addr6=addr6, config=cfg, mtu=args.mtu, pcap=pcap)
+        host = AioHost(
+            args.netns,
+            kernel_addr4=args.kernel_addr,
+            stack_addr4=args.addr,
+            kernel_addr6=kernel6,
+            stack_addr6=addr6,
+            config=cfg,
+            mtu=args.mtu,
+            pcap=pcap,
+        )
     except PermissionError as exc:
         if pcap is not None:
             pcap.close()
@@ -203,27 +247,41 @@ async def _main(args: argparse.Namespace, specs: list[ServiceSpec], cfg: Any,
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         if not args.json:
-            what = f"device and namespace {host.netns} removed" if created else f"device removed, namespace {host.netns} kept"
+            what = (
+                f"device and namespace {host.netns} removed"
+                if created
+                else f"device removed, namespace {host.netns} kept"
+            )
             print(f"tcpstack up: stopped ({', '.join(got) or 'exit'}); {what}", flush=True)
 
 
-def _announce(args: argparse.Namespace, host: AioHost, specs: list[ServiceSpec],
-              kernel6: str | None, addr6: str | None) -> None:
+def _announce(
+    args: argparse.Namespace,
+    host: AioHost,
+    specs: list[ServiceSpec],
+    kernel6: str | None,
+    addr6: str | None,
+) -> None:
     addr = args.addr or addr6 or ""
     if args.json:
-        print(json.dumps({
-            "netns": host.netns,
-            "created_netns": host.created_netns,
-            "device": host.ifname,
-            "mtu": args.mtu,
-            "kernel_addr": args.kernel_addr,
-            "addr": args.addr,
-            "kernel_addr6": kernel6,
-            "addr6": addr6,
-            "services": [{"name": s.name, "port": s.port} for s in specs],
-            "pcap": args.pcap,
-            "pid": os.getpid(),
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "netns": host.netns,
+                    "created_netns": host.created_netns,
+                    "device": host.ifname,
+                    "mtu": args.mtu,
+                    "kernel_addr": args.kernel_addr,
+                    "addr": args.addr,
+                    "kernel_addr6": kernel6,
+                    "addr6": addr6,
+                    "services": [{"name": s.name, "port": s.port} for s in specs],
+                    "pcap": args.pcap,
+                    "pid": os.getpid(),
+                }
+            ),
+            flush=True,
+        )
         return
     made = "created" if host.created_netns else "existing"
     print(f"tcpstack up: namespace {host.netns} ({made}), device {host.ifname}, MTU {args.mtu}")
@@ -232,7 +290,9 @@ def _announce(args: argparse.Namespace, host: AioHost, specs: list[ServiceSpec],
     width = max((len(f"{_url_host(addr)}:{s.port}") for s in specs), default=0)
     for s in specs:
         extra = f" (root {args.root})" if s.name == "http" and args.root else ""
-        print(f"  {s.name:<8} {_url_host(addr) + ':' + str(s.port):<{width}}  {SERVICES[s.name].summary}{extra}")
+        print(
+            f"  {s.name:<8} {_url_host(addr) + ':' + str(s.port):<{width}}  {SERVICES[s.name].summary}{extra}"
+        )
     if args.pcap:
         print(f"  capturing to {args.pcap}")
     print("Try it (as root, from another terminal):")

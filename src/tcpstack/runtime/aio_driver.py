@@ -202,12 +202,19 @@ class AioHost:
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.tun = NetnsTun(
-            netns, ifname=ifname, mtu=mtu, addr4=kernel_addr4, addr6=kernel_addr6,
-            stack_addr4=stack_addr4, stack_addr6=stack_addr6,
+            netns,
+            ifname=ifname,
+            mtu=mtu,
+            addr4=kernel_addr4,
+            addr6=kernel_addr6,
+            stack_addr4=stack_addr4,
+            stack_addr6=stack_addr6,
         )
         try:
             addrs = [a for a in (self.tun.stack_addr4, self.tun.stack_addr6) if a]
-            self.stack = Stack(addrs, config or Config(), mtu=mtu, seed=seed, name=f"tcpstack@{self.tun.netns}")
+            self.stack = Stack(
+                addrs, config or Config(), mtu=mtu, seed=seed, name=f"tcpstack@{self.tun.netns}"
+            )
             self.driver = AioDriver(self.stack, self.tun.tun, loop=loop, pcap=pcap)
             self.driver.start()
         except BaseException:

@@ -67,13 +67,17 @@ def parse_spec(text: str) -> ServiceSpec:
     try:
         port = int(port_text)
     except ValueError:
-        raise ValueError(f"bad port {port_text!r} in {text!r}: expected NAME:PORT, e.g. echo:7") from None
+        raise ValueError(
+            f"bad port {port_text!r} in {text!r}: expected NAME:PORT, e.g. echo:7"
+        ) from None
     if not 0 < port < 65536:
         raise ValueError(f"port {port} out of range 1-65535 in {text!r}")
     return ServiceSpec(name, port)
 
 
-async def start_service(spec: ServiceSpec, *, stack: Any = None, host: str | None = None, **options: Any) -> Any:
+async def start_service(
+    spec: ServiceSpec, *, stack: Any = None, host: str | None = None, **options: Any
+) -> Any:
     """Start ``spec`` on tcpstack (``tcpstack.asyncio.start_server``); returns the Server."""
     from ..api.aio import start_server
 

@@ -52,9 +52,15 @@ _PATTERN_BLOCK = bytes(range(256)) * (FILE_CHUNK // 256)
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VERSION = re.compile(rb"HTTP/(\d)\.(\d)")
 _REASONS = {
-    200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-    408: "Request Timeout", 413: "Content Too Large", 431: "Request Header Fields Too Large",
-    501: "Not Implemented", 505: "HTTP Version Not Supported",
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+    505: "HTTP Version Not Supported",
 }
 
 
@@ -84,7 +90,9 @@ class BadRequest(Exception):
 class Request:
     __slots__ = ("method", "target", "version", "headers")
 
-    def __init__(self, method: str, target: str, version: tuple[int, int], headers: dict[str, str]) -> None:
+    def __init__(
+        self, method: str, target: str, version: tuple[int, int], headers: dict[str, str]
+    ) -> None:
         self.method = method
         self.target = target
         self.version = version
@@ -222,9 +230,14 @@ class HttpService:
 
     # -- responses ------------------------------------------------------------
     @staticmethod
-    def _head(status: int, headers: list[tuple[str, str]], keep: bool, version: tuple[int, int]) -> bytes:
-        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
-                 f"Date: {email.utils.formatdate(usegmt=True)}", f"Server: {SERVER}"]
+    def _head(
+        status: int, headers: list[tuple[str, str]], keep: bool, version: tuple[int, int]
+    ) -> bytes:
+        lines = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}",
+            f"Date: {email.utils.formatdate(usegmt=True)}",
+            f"Server: {SERVER}",
+        ]
         lines += [f"{k}: {v}" for k, v in headers]
         if not keep:
             lines.append("Connection: close")
@@ -232,12 +245,22 @@ class HttpService:
             lines.append("Connection: keep-alive")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    async def _error(self, writer: asyncio.StreamWriter, status: int, message: str, *, head: bool,
-                     keep: bool, extra: list[tuple[str, str]] | None = None,
-                     version: tuple[int, int] = (1, 1)) -> None:
+    async def _error(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        message: str,
+        *,
+        head: bool,
+        keep: bool,
+        extra: list[tuple[str, str]] | None = None,
+        version: tuple[int, int] = (1, 1),
+    ) -> None:
         body = f"{status} {_REASONS.get(status, '')}: {message}\n".encode()
         hdrs = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
-        writer.write(self._head(status, hdrs + (extra or []), keep, version) + (b"" if head else body))
+        writer.write(
+            self._head(status, hdrs + (extra or []), keep, version) + (b"" if head else body)
+        )
         await writer.drain()
 
     async def _respond(self, req: Request, writer: asyncio.StreamWriter, peer: Any) -> bool:
@@ -245,14 +268,23 @@ class HttpService:
         head = req.method == "HEAD"
         what = f'"{req.method} {req.target} HTTP/{req.version[0]}.{req.version[1]}"'
         if req.method not in ("GET", "HEAD"):
-            await self._error(writer, 405, f"{req.method} is not allowed here", head=False, keep=keep,
-                              extra=[("Allow", "GET, HEAD")], version=req.version)
+            await self._error(
+                writer,
+                405,
+                f"{req.method} is not allowed here",
+                head=False,
+                keep=keep,
+                extra=[("Allow", "GET, HEAD")],
+                version=req.version,
+            )
             self._log(peer, what, 405, 0)
             return keep
         try:
             path = self._path(req.target)
         except BadRequest as exc:
-            await self._error(writer, exc.status, exc.message, head=head, keep=keep, version=req.version)
+            await self._error(
+                writer, exc.status, exc.message, head=head, keep=keep, version=req.version
+            )
             self._log(peer, what, exc.status, 0)
             return keep
         m = re.fullmatch(r"/bytes/(\d{1,13})", path)
@@ -264,10 +296,14 @@ class HttpService:
         if self.root is None:
             if path == "/":
                 body = self._index_page().encode()
-                await self._send_bytes(writer, body, "text/html; charset=utf-8", head, keep, req.version)
+                await self._send_bytes(
+                    writer, body, "text/html; charset=utf-8", head, keep, req.version
+                )
                 self._log(peer, what, 200, len(body))
                 return keep
-            await self._error(writer, 404, f"{path} not found", head=head, keep=keep, version=req.version)
+            await self._error(
+                writer, 404, f"{path} not found", head=head, keep=keep, version=req.version
+            )
             self._log(peer, what, 404, 0)
             return keep
         fs = self._resolve(path)
@@ -280,11 +316,15 @@ class HttpService:
                     fs = index
                 else:
                     body = self._listing(path, fs).encode()
-                    await self._send_bytes(writer, body, "text/html; charset=utf-8", head, keep, req.version)
+                    await self._send_bytes(
+                        writer, body, "text/html; charset=utf-8", head, keep, req.version
+                    )
                     self._log(peer, what, 200, len(body))
                     return keep
         if fs is None or not os.path.isfile(fs):
-            await self._error(writer, 404, f"{path} not found", head=head, keep=keep, version=req.version)
+            await self._error(
+                writer, 404, f"{path} not found", head=head, keep=keep, version=req.version
+            )
             self._log(peer, what, 404, 0)
             return keep
         size = await self._send_file(writer, fs, head, keep, req.version)
@@ -320,7 +360,7 @@ class HttpService:
         return (
             "<!doctype html><title>tcpstack</title><h1>tcpstack HTTP service</h1>"
             "<p>This page came over a TCP written in user-space Python.</p>"
-            "<p><a href=\"/bytes/1000000\">/bytes/N</a> streams N bytes; byte i is i mod 256.</p>"
+            '<p><a href="/bytes/1000000">/bytes/N</a> streams N bytes; byte i is i mod 256.</p>'
             "<p>Start <code>tcpstack up --root DIR</code> to serve files.</p>\n"
         )
 
@@ -338,14 +378,22 @@ class HttpService:
         title = html.escape(path)
         return f"<!doctype html><title>{title}</title><h1>{title}</h1><ul>{''.join(items)}</ul>\n"
 
-    async def _send_bytes(self, writer: asyncio.StreamWriter, body: bytes, ctype: str, head: bool,
-                          keep: bool, version: tuple[int, int]) -> None:
+    async def _send_bytes(
+        self,
+        writer: asyncio.StreamWriter,
+        body: bytes,
+        ctype: str,
+        head: bool,
+        keep: bool,
+        version: tuple[int, int],
+    ) -> None:
         hdrs = [("Content-Type", ctype), ("Content-Length", str(len(body)))]
         writer.write(self._head(200, hdrs, keep, version) + (b"" if head else body))
         await writer.drain()
 
-    async def _send_pattern(self, writer: asyncio.StreamWriter, n: int, head: bool, keep: bool,
-                            version: tuple[int, int]) -> None:
+    async def _send_pattern(
+        self, writer: asyncio.StreamWriter, n: int, head: bool, keep: bool, version: tuple[int, int]
+    ) -> None:
         hdrs = [("Content-Type", "application/octet-stream"), ("Content-Length", str(n))]
         writer.write(self._head(200, hdrs, keep, version))
         if head:
@@ -361,8 +409,14 @@ class HttpService:
             writer.write(block[:left])
         await writer.drain()
 
-    async def _send_file(self, writer: asyncio.StreamWriter, fs: str, head: bool, keep: bool,
-                         version: tuple[int, int]) -> int:
+    async def _send_file(
+        self,
+        writer: asyncio.StreamWriter,
+        fs: str,
+        head: bool,
+        keep: bool,
+        version: tuple[int, int],
+    ) -> int:
         with open(fs, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
@@ -370,8 +424,11 @@ class HttpService:
             ctype = mimetypes.guess_type(fs)[0] or "application/octet-stream"
             if ctype.startswith("text/"):
                 ctype += "; charset=utf-8"
-            hdrs = [("Content-Type", ctype), ("Content-Length", str(st.st_size)),
-                    ("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True))]
+            hdrs = [
+                ("Content-Type", ctype),
+                ("Content-Length", str(st.st_size)),
+                ("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True)),
+            ]
             writer.write(self._head(200, hdrs, keep, version))
             if head:
                 await writer.drain()
@@ -380,7 +437,9 @@ class HttpService:
             while left > 0:
                 chunk = f.read(min(FILE_CHUNK, left))
                 if not chunk:
-                    raise ConnectionError(f"{fs} shrank while being sent")  # Content-Length now wrong
+                    raise ConnectionError(
+                        f"{fs} shrank while being sent"
+                    )  # Content-Length now wrong
                 writer.write(chunk)
                 left -= len(chunk)
                 await writer.drain()

@@ -150,11 +150,13 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-ty
     # Every way asyncio work becomes ready from inside a simulator event goes
     # through these two (futures and tasks use call_soon, sleeps call_at): they
     # tell the selector to stop advancing the simulator and let asyncio run.
-    def call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:
+    def call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:  # type: ignore[override]
         self._vselector.woken = True
         return super().call_soon(callback, *args, context=context)
 
-    def call_at(self, when: float, callback: Any, *args: Any, context: Any = None) -> asyncio.TimerHandle:
+    def call_at(  # type: ignore[override]
+        self, when: float, callback: Any, *args: Any, context: Any = None
+    ) -> asyncio.TimerHandle:
         self._vselector.woken = True
         return super().call_at(when, callback, *args, context=context)
 
