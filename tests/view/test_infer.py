@@ -286,3 +286,18 @@ def test_json_relative_and_absolute_numbers(tmp_path: Path, absolute: bool) -> N
         assert segs[4]["ack"] == (4_294_967_000 + 1001) & 0xFFFFFFFF
     else:
         assert (segs[3]["seq"], segs[4]["ack"]) == (1, 1001)
+
+
+def test_simultaneous_open_is_one_connection(tmp_path: Path) -> None:
+    """RFC 9293 §3.5 Figure 8: both ends send SYN, then SYN,ACK."""
+    cv = Conv(client=("198.18.0.1", 5000), server=("198.18.0.2", 6000))
+    cv.c(0, SYN, 0, win=64240, options=cv.syn_options())
+    cv.s(0.1, SYN, 0, win=64240, options=cv.syn_options())
+    cv.c(10, SYN | ACK, 0, 1, options=cv.syn_options())
+    cv.s(10.1, SYN | ACK, 0, 1, options=cv.syn_options())
+    cv.c(20, ACK | PSH, 1, 1, data=10)
+    _cap, conns = load(cv.write(tmp_path / "simopen.pcap"))
+    assert len(conns) == 1
+    (conn,) = conns
+    assert conn.state_sequence(CLIENT) == ["CLOSED", "SYN-SENT", "SYN-RECEIVED", EST]
+    assert conn.state_sequence(SERVER) == ["CLOSED", "SYN-SENT", EST]

@@ -476,10 +476,7 @@ class _Observer:
             # §3.10.7: a RST aborts the sender's connection, or answers for one it
             # does not have.  A "listener" whose first word is RST had none.
             if a.state == _LISTEN and first_of_a:
-                a.state = _CLOSED
-                for c in self.conn.states:
-                    if c.side == a_side and c.frame is None:
-                        c.state, c.cause = _CLOSED, "no listener: answered the SYN with RST"
+                self._reinitialise(a_side, _CLOSED, "no listener: answered the SYN with RST")
             else:
                 snd(_CLOSED, "snd RST")
             if self._rst_acceptable(a_side, seg):
@@ -497,6 +494,10 @@ class _Observer:
         if f & SYN:
             a.iss = seg.seq
             if not f & ACK:
+                if a.state == _LISTEN and first_of_a:
+                    # Its first word is a SYN of its own: not a listener but the
+                    # other half of a simultaneous open (§3.5, Figure 8).
+                    self._reinitialise(a_side, _CLOSED, "before its SYN (simultaneous open)")
                 if a.state == _CLOSED:
                     snd(_SYN_SENT, "active OPEN / snd SYN")
             elif a.state == _LISTEN:
@@ -538,6 +539,14 @@ class _Observer:
                 elif b.state == _LAST_ACK:
                     rcv(_CLOSED, "rcv ACK of FIN")
         self.window[a_side] = seg.window
+
+    def _reinitialise(self, side: int, state: str, cause: str) -> None:
+        """Correct an assumed initial state once the end's first segment shows otherwise."""
+        assert self.ends is not None
+        self.ends[side].state = state
+        for c in self.conn.states:
+            if c.side == side and c.frame is None:
+                c.state, c.cause = state, cause
 
     def _passive(self, side: int) -> bool:
         return any(c.side == side and c.state == _LISTEN for c in self.conn.states)
@@ -587,14 +596,15 @@ def connections(capture: Capture) -> list[TcpConnection]:
         key = (src, dst) if src <= dst else (dst, src)
         conn = current.get(key)
         if conn is not None and seg.flags & SYN and not seg.flags & ACK:
-            first = conn.segments[0]
-            retransmitted_syn = (
-                first.seg.flags & SYN
-                and not first.seg.flags & ACK
-                and conn.client == src
-                and first.seg.seq == seg.seq
-            )
-            if not retransmitted_syn:
+            # A SYN belongs to the current connection only if it repeats that
+            # end's SYN (a retransmission) or is the other end's first SYN
+            # while nothing but SYNs has passed (a simultaneous open, §3.5).
+            side = CLIENT if src == conn.client else SERVER
+            same_end = [s.seg for s in conn.segments if s.direction == side]
+            only_syns = all(s.seg.flags & SYN and not s.seg.flags & ACK for s in conn.segments)
+            retransmitted_syn = any(x.flags & SYN and x.seq == seg.seq for x in same_end)
+            simultaneous_open = only_syns and not same_end
+            if not (retransmitted_syn or simultaneous_open):
                 conn = None  # the tuple is reused: a new connection
         if conn is None:
             client, server = _pick_client(p)
