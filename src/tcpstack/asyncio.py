@@ -12,13 +12,18 @@ or in the simulator under :mod:`tcpstack.sim.vloop` a host's
 :class:`~tcpstack.tcp.Stack`); without it, the stack chosen with
 :func:`use_stack` or :func:`set_default_stack` is used. The protocol-level
 ``create_connection`` / ``create_server`` are here too. TLS is the
-standard library's, layered on the tcpstack transport (``ssl=``). See
+standard library's, layered on the tcpstack transport (``ssl=``).
+
+``TcpstackEventLoop`` / ``SimEventLoop`` make even the stdlib's own
+``asyncio.open_connection``/``asyncio.start_server`` use tcpstack. See
 :mod:`tcpstack.api.aio` for how the transport maps onto the engine.
 """
 
 from .api.aio import (
     DEFAULT_LIMIT,
     Server,
+    SimEventLoop,
+    TcpstackEventLoop,
     TcpTransport,
     create_connection,
     create_server,
@@ -32,7 +37,9 @@ from .api.aio import (
 __all__ = [
     "DEFAULT_LIMIT",
     "Server",
+    "SimEventLoop",
     "TcpTransport",
+    "TcpstackEventLoop",
     "create_connection",
     "create_server",
     "get_stack",

@@ -446,3 +446,35 @@ def test_many_concurrent_connections_over_a_lossy_link() -> None:
     assert pair.client.mib.RetransSegs + pair.server.mib.RetransSegs > 0
     assert not pair.client.conns and not pair.server.conns
     assert not pair.client.timewait and not pair.server.timewait
+
+
+def test_stdlib_open_connection_and_start_server_unchanged(pair: SimPair) -> None:
+    """tests/aio/stdlib_app.py calls asyncio.start_server / asyncio.open_connection
+    itself; SimEventLoop routes them to tcpstack (the stack chosen per task)."""
+    from . import stdlib_app
+
+    async def main() -> tuple[object, float]:
+        loop = asyncio.get_running_loop()
+        started = loop.create_future()
+        with tasyncio.use_stack(pair.server):
+            server_task = asyncio.ensure_future(stdlib_app.serve("0.0.0.0", 8000, started))
+        await started
+        t0 = loop.time()
+        with tasyncio.use_stack(pair.client):
+            answers = await asyncio.gather(
+                stdlib_app.ask(SERVER4, 8000, b"kernel"), stdlib_app.ask(SERVER6, 8000, b"sim")
+            )
+        took = loop.time() - t0
+        server_task.cancel()
+        return answers, took
+
+    wall = time.perf_counter()
+    with asyncio.Runner(loop_factory=lambda: tasyncio.SimEventLoop(pair.net)) as runner:
+        answers, took = runner.run(main())
+    assert time.perf_counter() - wall < 5
+    assert answers == [
+        (b"hello, kernel\n", (SERVER4, 8000)),
+        (b"hello, sim\n", (SERVER6, 8000, 0, 0)),
+    ]
+    assert 30 < took < 31  # the two 30 s thoughts overlapped, in virtual time
+    assert pair.server.mib.PassiveOpens == 2

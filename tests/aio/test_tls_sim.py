@@ -107,3 +107,52 @@ def test_tls_over_the_simulator(pair: SimPair, cert: tuple[Path, Path]) -> None:
     assert got == [b"ALPHA\n", big.upper(), b"OMEGA\n", b""]
     assert version == "TLSv1.3"
     assert isinstance(bad, ssl.SSLCertVerificationError)
+
+
+def test_tls_at_the_protocol_level_and_with_the_stdlib_functions(
+    pair: SimPair, cert: tuple[Path, Path]
+) -> None:
+    """loop.create_connection(ssl=...) semantics: connection_made comes after the
+    handshake, with an SSL transport; the stdlib's asyncio.open_connection(ssl=)
+    works unchanged under SimEventLoop."""
+    key, crt = cert
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(crt, key)
+    client_ctx = ssl.create_default_context(cafile=str(crt))
+    seen: list[Any] = []
+
+    class Client(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.done = asyncio.get_running_loop().create_future()
+
+        def connection_made(self, transport: Any) -> None:
+            seen.append(transport.get_extra_info("ssl_object").version())
+            transport.write(b"proto\n")
+
+        def data_received(self, data: bytes) -> None:
+            seen.append(data)
+            self.done.set_result(None)
+
+    async def main() -> bytes:
+        with tasyncio.use_stack(pair.server):
+            server = await asyncio.start_server(upper_lines, SERVER4, 8443, ssl=server_ctx)
+        with tasyncio.use_stack(pair.client):
+            loop = asyncio.get_running_loop()
+            transport, proto = await loop.create_connection(
+                Client, SERVER4, 8443, ssl=client_ctx, server_hostname="tcpstack.test"
+            )
+            await proto.done
+            transport.close()
+            reader, writer = await asyncio.open_connection(SERVER4, 8443, ssl=client_ctx)
+            writer.write(b"stdlib\n")
+            line = await reader.readline()
+            writer.close()
+        await asyncio.sleep(1)
+        server.close()
+        await server.wait_closed()
+        return line
+
+    with asyncio.Runner(loop_factory=lambda: tasyncio.SimEventLoop(pair.net)) as runner:
+        line = runner.run(main())
+    assert seen == ["TLSv1.3", b"PROTO\n"]
+    assert line == b"STDLIB\n"

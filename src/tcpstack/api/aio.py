@@ -33,10 +33,16 @@ the stdlib selector transport's contract:
   continues); ``close()`` flushes then is close(2) (unread data makes it an
   abort with RST, as Linux does); ``abort()`` is ABORT (RST).
 - ``TCP_NODELAY`` is on, as asyncio sets it on every TCP socket.
-- ``asyncio.BufferedProtocol`` is supported and the transport is
-  ``start_tls``-compatible, so TLS is the stdlib's own SSLProtocol:
-  ``open_connection(..., ssl=ctx)``, ``start_server(..., ssl=ctx)`` (the
-  callback runs after the handshake) and ``StreamWriter.start_tls()`` work.
+- TLS is the stdlib's own: ``ssl=`` puts asyncio's SSLProtocol between the
+  transport and the application's protocol, as ``loop.create_connection``
+  does; ``asyncio.BufferedProtocol`` is supported and the transport is
+  ``start_tls``-compatible, so ``StreamWriter.start_tls()`` works too.
+
+Unchanged stdlib code: :class:`TcpstackEventLoop` (real time, with an
+AioDriver) and :class:`SimEventLoop` (virtual time) route
+``loop.create_connection``/``create_server`` to tcpstack, so an application
+calling ``asyncio.open_connection``/``asyncio.start_server`` itself runs on
+tcpstack without even the import changed.
 
 Which stack: every call takes ``stack=``; without it the task's current stack
 (:func:`use_stack`, a context variable, so tasks inherit it) or the loop's
@@ -71,7 +77,10 @@ __all__ = [
     "ListenerSocket",
     "Server",
     "SimBinding",
+    "SimEventLoop",
+    "StackStreamsMixin",
     "TcpTransport",
+    "TcpstackEventLoop",
     "create_connection",
     "create_server",
     "get_stack",
@@ -240,6 +249,7 @@ class TcpTransport(asyncio.Transport):
         conn: Connection,
         protocol: asyncio.BaseProtocol,
         server: Server | None = None,
+        context: contextvars.Context | None = None,
     ) -> None:
         super().__init__(
             {
@@ -254,6 +264,10 @@ class TcpTransport(asyncio.Transport):
         self._conn = conn
         self._protocol = protocol
         self._server = server
+        # Protocol callbacks run in the context of whoever created the
+        # connection (as the stdlib's add_reader callbacks do), not in whatever
+        # context the engine happened to be driven from.
+        self._context = context if context is not None else contextvars.copy_context()
         self._buffer: deque[bytes | memoryview] = deque()  # what the engine could not take yet
         self._buffer_size = 0
         self._high_water = 64 * 1024
@@ -288,7 +302,7 @@ class TcpTransport(asyncio.Transport):
     def _waker(self, _conn: Connection) -> None:
         if not self._wake_pending:
             self._wake_pending = True
-            self._loop.call_soon(self._on_wake)
+            self._loop.call_soon(self._on_wake, context=self._context)
 
     def _connection_made(self) -> None:
         if self._lost:
@@ -442,7 +456,7 @@ class TcpTransport(asyncio.Transport):
         self._closing = True
         self._buffer.clear()
         self._buffer_size = 0
-        self._loop.call_soon(self._call_connection_lost, exc)
+        self._loop.call_soon(self._call_connection_lost, exc, context=self._context)
 
     def _call_connection_lost(self, exc: BaseException | None) -> None:
         try:
@@ -627,25 +641,74 @@ class TcpTransport(asyncio.Transport):
 # ---------------------------------------------------------------------------- connecting
 
 
+def _ssl_context(ssl: Any, server_side: bool) -> Any:
+    if not ssl:
+        return None
+    if ssl is True:
+        if server_side:
+            raise ValueError("a server needs an SSLContext with its certificate, not ssl=True")
+        import ssl as _ssl
+
+        return _ssl.create_default_context()
+    return ssl
+
+
+def _ssl_protocol(
+    loop: asyncio.AbstractEventLoop,
+    app_protocol: asyncio.BaseProtocol,
+    ctx: Any,
+    *,
+    server_side: bool,
+    server_hostname: str | None = None,
+    handshake_timeout: float | None = None,
+    shutdown_timeout: float | None = None,
+) -> tuple[asyncio.BaseProtocol, asyncio.Future[None]]:
+    """The stdlib's own TLS layer (what loop.create_connection(ssl=...) uses), to
+    put between a TcpTransport and the application's protocol."""
+    from asyncio import sslproto
+
+    waiter: asyncio.Future[None] = loop.create_future()
+    proto = sslproto.SSLProtocol(
+        loop,
+        app_protocol,
+        ctx,
+        waiter,
+        server_side=server_side,
+        server_hostname=server_hostname,
+        ssl_handshake_timeout=handshake_timeout,  # type: ignore[arg-type]
+        ssl_shutdown_timeout=shutdown_timeout,  # type: ignore[arg-type]
+    )
+    return proto, waiter
+
+
 async def create_connection(
     protocol_factory: Callable[[], asyncio.BaseProtocol],
     host: str | None = None,
     port: int | None = None,
     *,
+    ssl: Any = None,
+    server_hostname: str | None = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
     local_addr: tuple[str, int] | None = None,
     stack: Any = None,
-    ssl: Any = None,
     **_ignored: Any,
-) -> tuple[TcpTransport, asyncio.BaseProtocol]:
+) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
     """``loop.create_connection`` on tcpstack: active OPEN, then the protocol's
     ``connection_made``. Errors are the stdlib's (ConnectionRefusedError,
-    TimeoutError after the SYN retries, OSError EADDRNOTAVAIL...)."""
-    if ssl:
-        raise ValueError("ssl= is supported by open_connection (streams), not create_connection")
+    TimeoutError after the SYN retries, OSError EADDRNOTAVAIL...). With
+    ``ssl`` the stdlib's TLS runs over the connection, as in the stdlib:
+    ``server_hostname`` defaults to ``host``, ``connection_made`` comes after
+    the handshake."""
     if _ignored.get("sock") is not None:
         raise ValueError("sock= is a kernel socket: tcpstack cannot adopt it")
     if host is None or port is None:
         raise ValueError("host and port must be specified")
+    ctx = _ssl_context(ssl, server_side=False)
+    if ctx is None and server_hostname is not None:
+        raise ValueError("server_hostname is only meaningful with ssl")
+    if ctx is None and (ssl_handshake_timeout is not None or ssl_shutdown_timeout is not None):
+        raise ValueError("ssl_handshake_timeout/ssl_shutdown_timeout are only meaningful with ssl")
     binding = get_stack(stack)
     loop = binding.loop
     remote = _ip(host)
@@ -689,9 +752,28 @@ async def create_connection(
             errno.ECONNREFUSED, f"connect to {host}:{port} failed ({conn.state.value})"
         )
     protocol = protocol_factory()
-    transport = TcpTransport(binding, conn, protocol)
+    if ctx is None:
+        transport = TcpTransport(binding, conn, protocol)
+        transport._connection_made()
+        return transport, protocol
+    hostname = server_hostname if server_hostname is not None else host
+    ssl_proto, handshake = _ssl_protocol(
+        loop,
+        protocol,
+        ctx,
+        server_side=False,
+        server_hostname=hostname,
+        handshake_timeout=ssl_handshake_timeout,
+        shutdown_timeout=ssl_shutdown_timeout,
+    )
+    transport = TcpTransport(binding, conn, ssl_proto)
     transport._connection_made()
-    return transport, protocol
+    try:
+        await handshake
+    except BaseException:
+        transport.close()
+        raise
+    return ssl_proto._app_transport, protocol  # type: ignore[attr-defined]
 
 
 async def open_connection(
@@ -702,43 +784,14 @@ async def open_connection(
     stack: Any = None,
     **kwds: Any,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """``asyncio.open_connection`` on tcpstack: the stdlib's StreamReader and StreamWriter.
-
-    ``ssl`` (an SSLContext, or True for the default one) runs the stdlib's TLS
-    over the connection (``StreamWriter.start_tls``); ``server_hostname``
-    defaults to ``host``, as in the stdlib."""
+    """``asyncio.open_connection`` on tcpstack: the stdlib's StreamReader and StreamWriter
+    (same keywords as the stdlib's: ``ssl``, ``server_hostname``, ``local_addr``...)."""
     loop = asyncio.get_running_loop()
-    ssl = kwds.pop("ssl", None)
-    server_hostname = kwds.pop("server_hostname", None)
-    handshake_timeout = kwds.pop("ssl_handshake_timeout", None)
-    ctx = _client_ssl_context(ssl)
-    if ctx is None and server_hostname is not None:
-        raise ValueError("server_hostname is only meaningful with ssl")
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
     transport, _ = await create_connection(lambda: protocol, host, port, stack=stack, **kwds)
     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-    if ctx is not None:
-        try:
-            await writer.start_tls(
-                ctx,
-                server_hostname=server_hostname if server_hostname is not None else host,
-                ssl_handshake_timeout=handshake_timeout,
-            )
-        except BaseException:
-            transport.abort()
-            raise
     return reader, writer
-
-
-def _client_ssl_context(ssl: Any) -> Any:
-    if not ssl:
-        return None
-    if ssl is True:
-        import ssl as _ssl
-
-        return _ssl.create_default_context()
-    return ssl
 
 
 # ---------------------------------------------------------------------------- serving
@@ -774,8 +827,13 @@ class Server(asyncio.AbstractServer):
         protocol_factory: Callable[[], asyncio.BaseProtocol],
         listeners: list[Listener],
         context: contextvars.Context,
+        ssl: Any = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
     ) -> None:
         self._binding = binding
+        self._ssl = ssl
+        self._ssl_timeouts = (ssl_handshake_timeout, ssl_shutdown_timeout)
         self._loop = binding.loop
         self._factory = protocol_factory
         self._listeners = listeners
@@ -835,7 +893,23 @@ class Server(asyncio.AbstractServer):
                     conn.abort(self._binding.now())
                     self._binding.changed()
                     continue
-                transport = TcpTransport(self._binding, conn, protocol, server=self)
+                if self._ssl is not None:
+                    # The stdlib's TLS between the transport and the protocol; the
+                    # protocol's connection_made comes once the handshake is done.
+                    protocol, handshake = _ssl_protocol(
+                        self._loop,
+                        protocol,
+                        self._ssl,
+                        server_side=True,
+                        handshake_timeout=self._ssl_timeouts[0],
+                        shutdown_timeout=self._ssl_timeouts[1],
+                    )
+                    handshake.add_done_callback(
+                        _retrieve
+                    )  # failures are the peer's, logged by SSLProtocol
+                transport = TcpTransport(
+                    self._binding, conn, protocol, server=self, context=self._context
+                )
                 self._loop.call_soon(transport._connection_made, context=self._context)
 
     def _attach(self, transport: TcpTransport) -> None:
@@ -925,6 +999,11 @@ class Server(asyncio.AbstractServer):
         return list(self._transports)
 
 
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 def _free_port(stack: Stack) -> int:
     lo, hi = stack.config.ip_local_port_range
     span = hi - lo + 1
@@ -947,13 +1026,17 @@ async def create_server(
     start_serving: bool = True,
     stack: Any = None,
     ssl: Any = None,
+    ssl_handshake_timeout: float | None = None,
+    ssl_shutdown_timeout: float | None = None,
     **_ignored: Any,
 ) -> Server:
     """``loop.create_server`` on tcpstack. ``host`` None, "", "0.0.0.0" or "::" listens
     on every address of the stack; port 0 or None picks a free port
-    (``server.sockets[0].getsockname()``)."""
-    if ssl:
-        raise ValueError("ssl= is supported by start_server (streams), not create_server")
+    (``server.sockets[0].getsockname()``). ``ssl`` (an SSLContext with the
+    certificate) serves TLS, the stdlib's."""
+    ctx = _ssl_context(ssl, server_side=True)
+    if ctx is None and (ssl_handshake_timeout is not None or ssl_shutdown_timeout is not None):
+        raise ValueError("ssl_handshake_timeout/ssl_shutdown_timeout are only meaningful with ssl")
     if _ignored.get("sock") is not None:
         raise ValueError("sock= is a kernel socket: tcpstack cannot adopt it")
     binding = get_stack(stack)
@@ -982,9 +1065,17 @@ async def create_server(
         for lst in listeners:
             lst.close(now)
         raise
-    ctx = contextvars.copy_context()
-    ctx.run(_current.set, binding)
-    server = Server(binding, protocol_factory, listeners, ctx)
+    context = contextvars.copy_context()
+    context.run(_current.set, binding)
+    server = Server(
+        binding,
+        protocol_factory,
+        listeners,
+        context,
+        ssl=ctx,
+        ssl_handshake_timeout=ssl_handshake_timeout,
+        ssl_shutdown_timeout=ssl_shutdown_timeout,
+    )
     if start_serving:
         await server.start_serving()
         await asyncio.sleep(0)  # as the stdlib does: let the accept machinery start
@@ -1004,26 +1095,46 @@ async def start_server(
     for each connection, with the stdlib's StreamReader and StreamWriter.
     With ``ssl`` (an SSLContext) the callback runs after the TLS handshake."""
     loop = asyncio.get_running_loop()
-    ctx = kwds.pop("ssl", None)
-    handshake_timeout = kwds.pop("ssl_handshake_timeout", None)
-    cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any] = client_connected_cb
-
-    async def tls_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await writer.start_tls(ctx, ssl_handshake_timeout=handshake_timeout)
-        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-            logger.debug("TLS handshake with %s failed: %s", writer.get_extra_info("peername"), exc)
-            writer.transport.abort()
-            return
-        res = client_connected_cb(reader, writer)
-        if asyncio.iscoroutine(res):
-            await res
-
-    if ctx is not None:
-        cb = tls_first
 
     def factory() -> asyncio.StreamReaderProtocol:
         reader = asyncio.StreamReader(limit=limit, loop=loop)
-        return asyncio.StreamReaderProtocol(reader, cb, loop=loop)
+        return asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
 
     return await create_server(factory, host, port, stack=stack, **kwds)
+
+
+# ---------------------------------------------------------------------------- event loops
+
+
+class StackStreamsMixin:
+    """``loop.create_connection`` / ``loop.create_server`` on tcpstack, so that the
+    standard library's own ``asyncio.open_connection`` and ``asyncio.start_server``
+    (which call them) run on tcpstack with no change to the application at all.
+    The stack is the task's current one (:func:`use_stack`) or the loop's default
+    (:func:`set_default_stack`)."""
+
+    async def create_connection(  # type: ignore[override]
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        host: Any = None,
+        port: Any = None,
+        **kwds: Any,
+    ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+        return await create_connection(protocol_factory, host, port, **kwds)
+
+    async def create_server(  # type: ignore[override]
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        host: Any = None,
+        port: Any = None,
+        **kwds: Any,
+    ) -> Server:
+        return await create_server(protocol_factory, host, port, **kwds)
+
+
+class TcpstackEventLoop(StackStreamsMixin, asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
+    """A real-time event loop whose TCP is tcpstack (drive it with an AioDriver)."""
+
+
+class SimEventLoop(StackStreamsMixin, VirtualEventLoop):  # type: ignore[misc]
+    """The virtual-time loop of :mod:`tcpstack.sim.vloop` whose TCP is tcpstack."""
