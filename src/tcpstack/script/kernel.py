@@ -234,7 +234,9 @@ class KernelHost:
             left = t - self.now()
             if left <= 0:
                 return
-            time.sleep(left / 1e6 - 0.0003 if left > 1000 else 0)
+            # Sleep until shortly before, then yield in a loop: the scheduler's wake-up
+            # latency (ms under load) would otherwise make inbound packets late.
+            time.sleep(left / 1e6 - 0.0015 if left > 2000 else 0)
 
     def sniff(self, deadline: int | None) -> Captured | None:
         limit = deadline if deadline is not None else self.now() + int(WAIT_CAP_S * 1e6)

@@ -206,6 +206,7 @@ class Runner:
         self.pending: tuple[Event, SyscallAction, _Timing, CallHandle, Callable[[Any], int]] | None = None
         self.notes: list[str] = []
         self.event_line = 0
+        self.completed_at: int | None = None  # live time the previous event completed
 
     # -- helpers -----------------------------------------------------------------------
     def fail(self, message: str) -> ScriptFailure:
@@ -276,6 +277,8 @@ class Runner:
                 elif isinstance(action, CodeAction):
                     self.wait_for(timing, "data collection for code")
                     self.run_code(action.text)
+                if not isinstance(action, PacketAction | SyscallAction):
+                    self.completed_at = self.host.now()
                 self.last_event = ev
                 self.last_time = timing.start
                 result.events += 1
@@ -315,7 +318,9 @@ class Runner:
             assert self.last_time is not None
             offset = self.last_time
         else:
-            offset = self.host.now()
+            # "+x" counts from when the previous event actually completed (not from when the
+            # runner got round to reading this line: in real time that can be later).
+            offset = self.completed_at if self.completed_at is not None else self.host.now()
         end = t.end_usecs + offset if t.end_usecs is not None else None
         return _Timing(kind, t.usecs + offset, end, offset)
 
@@ -435,6 +440,7 @@ class Runner:
         )
         self.wait_for(timing, "inbound packet")
         self.log(f"{self.host.now() / 1e6:9.6f} < {spec.describe()}")
+        self.completed_at = self.host.now()
         self.host.inject(build_ip_tcp(REMOTE_ADDR, sock.local[0], seg))
 
     def map_ecr(self, sock: ScriptSocket, ecr: int) -> int:
@@ -525,6 +531,8 @@ class Runner:
                 + self.dump(timing, spec, frags)
             )
         cap, actual = frags[-1]
+        self.learn_ts(sock, spec, cap.seg)
+        actual = self.ts_to_script(sock, actual)
         if len(frags) > 1:
             first = frags[0][1]
             payload = b"".join(bytes(m.payload) for _, m in frags)
@@ -534,6 +542,27 @@ class Runner:
         err = self.compare(sock, spec, actual, cap.seg, timing, cap.time)
         if err:
             raise self.fail(f"error handling packet: {err}\n" + self.dump(timing, spec, [(cap, actual)]))
+        self.completed_at = max(cap.time, self.completed_at or 0)
+
+    def learn_ts(self, sock: ScriptSocket, spec: PacketAction, live: Segment) -> None:
+        """Remember which live TS val the script calls by its number (for inbound ecr)."""
+        live_ts = live.ts
+        spec_ts = next((o.value for o in spec.options or [] if o.name == "TS"), None)
+        if live_ts is not None and isinstance(spec_ts, tuple):
+            sock.ts_map[spec_ts[0]] = live_ts[0]
+            if sock.first_ts is None:
+                sock.first_ts = (spec_ts[0], live_ts[0])
+
+    def ts_to_script(self, sock: ScriptSocket, seg: Segment) -> Segment:
+        """The TS val in script space (the first outbound TS val the script named is the anchor)."""
+        if sock.first_ts is None or seg.ts is None:
+            return seg
+        s0, l0 = sock.first_ts
+        opts = tuple(
+            Opt(OPT_TS, ((s0 + o.value[0] - l0) & U32, o.value[1])) if o.kind == OPT_TS else o  # type: ignore[index]
+            for o in seg.options
+        )
+        return Segment(seg.src_port, seg.dst_port, seg.seq, seg.ack, seg.flags, seg.window, seg.urg, opts, seg.payload)
 
     def to_script_space(self, sock: ScriptSocket, seg: Segment) -> Segment:
         syn = bool(seg.flags & SYN)
@@ -564,14 +593,6 @@ class Runner:
             return _field("tcp_window", spec.win, actual.window)
         if actual.urg != spec.urg:
             return _field("tcp_urg_ptr", spec.urg, actual.urg)
-        # Options: TS val mapping first (packetdrill maps before comparing).
-        live_ts = live.ts
-        spec_ts = next((o.value for o in spec.options or [] if o.name == "TS"), None)
-        if live_ts is not None and spec_ts is not None:
-            assert isinstance(spec_ts, tuple)
-            sock.ts_map[spec_ts[0]] = live_ts[0]
-            if sock.first_ts is None:
-                sock.first_ts = (spec_ts[0], live_ts[0])
         if spec.options is not None:
             err = self.compare_options(sock, spec, actual, timing)
             if err:
@@ -598,9 +619,9 @@ class Runner:
             if e.name in ("nop", "eol", "sackOK"):
                 continue
             if e.name == "TS":
-                if self.ts_tick_us and sock.first_ts is not None:
+                if self.ts_tick_us:
                     assert isinstance(e.value, tuple) and isinstance(a.value, tuple)
-                    script_val = (sock.first_ts[0] + (a.value[0] - sock.first_ts[1])) & U32
+                    script_val = a.value[0]  # already in script space
                     delta = abs(((script_val - e.value[0] + 0x80000000) & U32) - 0x80000000)
                     tol = self.tolerance(timing.start, 0)
                     if delta * self.ts_tick_us > tol:
@@ -666,14 +687,17 @@ class Runner:
         self.wait_for(timing, "system call start")
         name, args, post = self.prepare_call(sc)
         self.log(f"{self.host.now() / 1e6:9.6f} {sc.name}(...)")
+        started = self.host.now()
         h = self.host.start_call(name, args)
         if sc.blocking:
+            self.completed_at = started  # the call goes on in the background
             self.pending = (ev, sc, timing, h, post)
             self.check_pending()
             return
         if not self.host.wait_call(h, None):
             raise self.fail(f"{sc.name}() blocked and did not return; mark a blocking call with "
                             f"...END_TIME (e.g. +0...0.1 {sc.name}(...))")
+        self.completed_at = h.end if h.end is not None else self.host.now()
         self.finish_call(sc, h, post)
 
     def finish_call(self, sc: SyscallAction, h: CallHandle, post: Callable[[Any], int]) -> None:
@@ -714,6 +738,9 @@ class Runner:
         if isinstance(e, WordExpr):
             if e.name in symbols.SYMBOLS:
                 return symbols.SYMBOLS[e.name]
+            errno_value = symbols.errno_value(e.name) if e.name.startswith("E") else None
+            if errno_value is not None:
+                return errno_value
             raise ScriptUsageError(f"unknown symbol {e.name}")
         if isinstance(e, BinaryExpr) and e.op == "|":
             return self.int_value(e.lhs) | self.int_value(e.rhs)
