@@ -5,10 +5,12 @@ tcpstack's; under a plain event loop it is the kernel's."""
 
 import asyncio
 
+THINK = 30.0  # seconds the server thinks before answering
+
 
 async def handle(reader, writer):
     name = (await reader.readline()).strip()
-    await asyncio.sleep(30)  # think hard
+    await asyncio.sleep(THINK)
     writer.write(b"hello, " + name + b"\n")
     await writer.drain()
     writer.close()

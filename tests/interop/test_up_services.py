@@ -512,3 +512,43 @@ def test_asyncio_echo_app_with_the_kernel_as_peer(capsys: pytest.CaptureFixture)
             f"\n[aio echo] 4 MB echoed through the kernel, 0.2 s pause included: "
             f"tcpstack server {ta:.2f} s, tcpstack client {tb:.2f} s"
         )
+
+
+def test_stdlib_app_unchanged_on_tcpstack_over_the_tun(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/aio/stdlib_app.py calls asyncio.start_server/open_connection itself;
+    under TcpstackEventLoop its TCP is tcpstack on the TUN device. The kernel is
+    the peer both ways (kernel sockets passed with sock= still go to the kernel)."""
+    from tests.aio import stdlib_app
+
+    monkeypatch.setattr(stdlib_app, "THINK", 0.05)
+    ns = _ns_name()
+
+    async def main() -> tuple[bytes, Any, Any]:
+        async with asyncio.timeout(60), AioHost(ns) as host:
+            tasyncio.set_default_stack(host.driver)
+            loop = asyncio.get_running_loop()
+            started = loop.create_future()
+            serving = asyncio.ensure_future(stdlib_app.serve(None, 8000, started))
+            await started
+            # the kernel asks tcpstack
+            reader, writer = await KernelStreams(ns).open_connection(ADDR, 8000)
+            writer.write(b"kernel\n")
+            from_kernel = await reader.readline()
+            writer.close()
+            # tcpstack asks the kernel (whose server is the stdlib's, on a kernel socket)
+            kserver = await KernelStreams(ns).start_server(stdlib_app.handle, KERNEL, 8001)
+            from_tcpstack = await stdlib_app.ask(KERNEL, 8001, b"tcpstack")
+            kserver.close()
+            serving.cancel()
+            return from_kernel, from_tcpstack, type(writer.transport).__name__
+
+    try:
+        with asyncio.Runner(loop_factory=tasyncio.TcpstackEventLoop) as runner:
+            from_kernel, from_tcpstack, kernel_transport = runner.run(main())
+    finally:
+        if os.path.exists(f"/run/netns/{ns}"):
+            _ip("netns", "del", ns)
+    assert from_kernel == b"hello, kernel\n"
+    assert from_tcpstack == (b"hello, tcpstack\n", (KERNEL, 8001))
+    assert kernel_transport == "_SelectorSocketTransport"  # sock= went to the kernel
+    assert _leftovers(ns) == []

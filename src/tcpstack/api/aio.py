@@ -1111,7 +1111,8 @@ class StackStreamsMixin:
     standard library's own ``asyncio.open_connection`` and ``asyncio.start_server``
     (which call them) run on tcpstack with no change to the application at all.
     The stack is the task's current one (:func:`use_stack`) or the loop's default
-    (:func:`set_default_stack`)."""
+    (:func:`set_default_stack`). A kernel socket passed explicitly (``sock=``)
+    still goes to the kernel, through the stdlib's implementation."""
 
     async def create_connection(  # type: ignore[override]
         self,
@@ -1120,6 +1121,8 @@ class StackStreamsMixin:
         port: Any = None,
         **kwds: Any,
     ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+        if kwds.get("sock") is not None:
+            return await super().create_connection(protocol_factory, host, port, **kwds)  # type: ignore[misc, no-any-return]
         return await create_connection(protocol_factory, host, port, **kwds)
 
     async def create_server(  # type: ignore[override]
@@ -1128,7 +1131,9 @@ class StackStreamsMixin:
         host: Any = None,
         port: Any = None,
         **kwds: Any,
-    ) -> Server:
+    ) -> asyncio.AbstractServer:
+        if kwds.get("sock") is not None:
+            return await super().create_server(protocol_factory, host, port, **kwds)  # type: ignore[misc, no-any-return]
         return await create_server(protocol_factory, host, port, **kwds)
 
 
