@@ -523,8 +523,8 @@ class Runner:
                     raise self.fail(f"error handling packet: {err}\n" + self.dump(timing, spec, frags + [(cap, mapped)]))
             frags.append((cap, mapped))
             total += len(mapped.payload)
-            if total >= spec.length:
-                break
+            if total >= spec.length or not mapped.payload:
+                break  # a segment without data never starts (or continues) a burst
         if total != spec.length:
             raise self.fail(
                 f"error handling packet: live packet payload: expected {spec.length} bytes vs actual {total} bytes\n"
