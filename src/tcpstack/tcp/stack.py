@@ -38,7 +38,7 @@ from .listener import Listener
 from .mib import Mib
 from .state import State
 from .syncookie import SynCookies
-from .timewait import TW_ISN_GAP, TimeWait, TimeWaitTable
+from .timewait import TW_ISN_GAP, TimeWait, TimeWaitTable, reusable, unpack
 
 S = State
 EADDRINUSE = 98
@@ -135,7 +135,7 @@ class Stack:
         isn = None
         if tw is not None:
             if self.observers:
-                self._emit_raw(now, tw.conn_id, ev.RECV, key, seg)
+                self._emit_raw(now, unpack(tw).conn_id, ev.RECV, key, seg)
             isn = self._tw.on_segment(key, tw, seg, now)
             if isn is None:
                 return
@@ -239,15 +239,16 @@ class Stack:
             # ephemeral port was chosen only if tcp_tw_reuse allows it; an
             # explicitly bound port needs the old connection to have used
             # timestamps (Linux passes no twp there, so tcp_tw_reuse is not asked).
-            if not tw.ts_ok:
+            old = unpack(tw)
+            if not old.ts_ok:
                 raise OSError(EADDRNOTAVAIL, f"{local_addr}:{local_port} -> {remote_addr}:{remote_port} is in TIME-WAIT "
                               "without timestamps (EADDRNOTAVAIL)")
             self._tw.remove(key, tw)
             self.mib.TWRecycled += 1
-            iss = (tw.snd_nxt + TW_ISN_GAP) & 0xFFFFFFFF or 1
+            iss = (old.snd_nxt + TW_ISN_GAP) & 0xFFFFFFFF or 1
         conn = Connection(self, self._new_id(), (local_addr, local_port), (remote_addr, remote_port), now)
         if tw is not None:
-            conn.ts_recent, conn.ts_recent_at = tw.ts_recent, tw.ts_recent_at  # inherited, as Linux
+            conn.ts_recent, conn.ts_recent_at = old.ts_recent, old.ts_recent_at  # inherited, as Linux
         if setup is not None:
             setup(conn)
         self.conns[key] = conn
@@ -308,7 +309,7 @@ class Stack:
             if key in conns or (local, port) in listeners or ("", port) in listeners:
                 continue
             tw = tws.get(key)
-            if tw is not None and not tw.reusable(now, self.config, local, remote):
+            if tw is not None and not reusable(tw, now, self.config, local, remote):
                 continue
             return port
         raise OSError(EADDRNOTAVAIL, f"no free local port in ip_local_port_range {lo}-{hi} to {remote}:{rport} (EADDRNOTAVAIL)")

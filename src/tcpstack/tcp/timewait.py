@@ -7,12 +7,17 @@ sequence numbers, the window to advertise, the timestamp state and a
 deadline -- a few dozen bytes.  A busy client or HTTP/1.0 server holds tens
 of thousands of these, so their size is what TIME-WAIT costs.
 
-What a record is.  ``TimeWait`` is an immutable ``bytes`` of 39 packed
-fields (``_REC``), 88 bytes with the object header, not an object with int
-attributes (every int above 256 is another 28--32 bytes, which would make a
-record five times larger).  The 4-tuple is the dictionary key and is not
-stored again.  The rare segment that reaches a record unpacks it; a change
-(a restarted timer, a newer TS.Recent) makes a new record.
+What a record is.  ``TimeWait`` is a plain immutable ``bytes`` of 31 bytes
+of packed fields (``_REC``), 64 bytes with the object header, not an object
+with int attributes (every int above 256 is another 28--32 bytes, which
+would make a record four times larger).  The 4-tuple is the dictionary key
+and is not stored again; the timestamp offset is the stack's keyed function
+of the 4-tuple and is recomputed (stored only if the TCB had another one).
+The rare segment that reaches a record unpacks it; a change (a restarted
+timer, a newer TS.Recent) makes a new record.  Per entry the table holds the
+record (64), the key tuple (72) and its port int (32), a dict slot (~30)
+and two deque slots (16): about 215 bytes; ``TimeWaitTable.memory()`` counts
+them.
 
 The expiry queue.  Every record waits the same ``tcp_timewait_len``, so
 records expire in the order they were made: one FIFO (two parallel deques of
@@ -39,9 +44,10 @@ Segment processing follows Linux's tcp_timewait_state_process():
 from __future__ import annotations
 
 import struct
+import sys
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..wire.tcp import ACK, FIN, RST, SYN, Opt, Segment
@@ -59,10 +65,13 @@ NOP = Opt(1, None)
 TW_ISN_GAP = 65535 + 2  # Linux: tw_snd_nxt + 65535 + 2, beyond the old peer's largest window
 RESTART_GRANULE_US = 1_000_000  # restart the 2*MSL timer at most once a second per record
 TS_OK = 1  # flags: the connection used timestamps
+OWN_OFFSET = 2  # flags: a timestamp offset follows (not the stack's for this 4-tuple)
+AGE_MAX_MS = 0xFFFFFFFF
 
-# snd_nxt, rcv_nxt, ts_recent, ts_offset, conn_id (u32 each); window field (u16);
-# flags (u8); ts_recent_at, expires (i64 µs).
-_REC = struct.Struct("=IIIIIHBqq")
+# snd_nxt, rcv_nxt, ts_recent, conn_id (u32 each); window field (u16); flags (u8);
+# expires - ts_recent_at in ms (u32); expires (i64 µs).  [+ ts_offset (u32)]
+_REC = struct.Struct("=IIIIHBIq")
+_OFF = struct.Struct("=I")
 
 
 class Fields(NamedTuple):
@@ -71,73 +80,69 @@ class Fields(NamedTuple):
     snd_nxt: int
     rcv_nxt: int
     ts_recent: int
-    ts_offset: int
     conn_id: int
     window: int  # the 16-bit window field we advertise (already scaled down)
     flags: int
-    ts_recent_at: int  # µs: when TS.Recent was last updated
+    ts_recent_at: int  # µs: when TS.Recent was last updated (kept to the ms)
     expires: int  # µs
-
-
-class TimeWait(bytes):
-    """One TIME-WAIT connection: packed fields, read through properties."""
-
-    __slots__ = ()
-
-    @classmethod
-    def pack(cls, f: Fields) -> TimeWait:
-        return cls(_REC.pack(*f))
-
-    def fields(self) -> Fields:
-        return Fields(*_REC.unpack(self))
-
-    @property
-    def state(self) -> str:
-        return State.TIME_WAIT.value
-
-    @property
-    def snd_nxt(self) -> int:
-        return self.fields().snd_nxt
-
-    @property
-    def rcv_nxt(self) -> int:
-        return self.fields().rcv_nxt
+    ts_offset: int | None  # None: the stack's offset for the 4-tuple
 
     @property
     def ts_ok(self) -> bool:
-        return bool(self.fields().flags & TS_OK)
+        return bool(self.flags & TS_OK)
 
-    @property
-    def ts_recent(self) -> int:
-        return self.fields().ts_recent
 
-    @property
-    def ts_recent_at(self) -> int:
-        return self.fields().ts_recent_at
+# A record is a plain ``bytes``: no object header of its own beyond bytes',
+# and not tracked by the garbage collector (20,000 records are 20,000
+# objects fewer for every full collection to visit).
+TimeWait = bytes
 
-    @property
-    def conn_id(self) -> int:
-        return self.fields().conn_id
 
-    @property
-    def expires(self) -> int:
-        return self.fields().expires
+def pack(f: Fields) -> TimeWait:
+    age = min(max((f.expires - f.ts_recent_at) // 1000, 0), AGE_MAX_MS)
+    flags = f.flags & ~OWN_OFFSET
+    head = (f.snd_nxt, f.rcv_nxt, f.ts_recent, f.conn_id, f.window)
+    if f.ts_offset is None:
+        return _REC.pack(*head, flags, age, f.expires)
+    return _REC.pack(*head, flags | OWN_OFFSET, age, f.expires) + _OFF.pack(f.ts_offset)
 
-    def reusable(self, now: int, config: Config, local: str, remote: str = "") -> bool:
-        """tcp_tw_reuse: may an outgoing connection take over this 4-tuple?
 
-        Linux's tcp_twsk_unique(): only if the old connection used timestamps
-        (PAWS then rejects its old duplicates) and the last timestamp arrived
-        at least a second ago; tcp_tw_reuse=2 allows it for loopback only."""
-        mode = config.tcp_tw_reuse
-        if mode == 2 and not (_loopback(local) or _loopback(remote)):
-            mode = 0
-        f = self.fields()
-        return bool(mode) and bool(f.flags & TS_OK) and now - f.ts_recent_at >= 1_000_000
+def unpack(rec: TimeWait) -> Fields:
+    snd_nxt, rcv_nxt, ts_recent, conn_id, window, flags, age, expires = _REC.unpack_from(rec)
+    off = _OFF.unpack_from(rec, _REC.size)[0] if flags & OWN_OFFSET else None
+    return Fields(snd_nxt, rcv_nxt, ts_recent, conn_id, window, flags, expires - age * 1000, expires, off)
+
+
+def reusable(rec: TimeWait, now: int, config: Config, local: str, remote: str = "") -> bool:
+    """tcp_tw_reuse: may an outgoing connection take over this 4-tuple?
+
+    Linux's tcp_twsk_unique(): only if the old connection used timestamps
+    (PAWS then rejects its old duplicates) and the last timestamp arrived at
+    least a second ago; tcp_tw_reuse=2 allows it for loopback only."""
+    mode = config.tcp_tw_reuse
+    if mode == 2 and not (_loopback(local) or _loopback(remote)):
+        mode = 0
+    f = unpack(rec)
+    return bool(mode) and f.ts_ok and now - f.ts_recent_at >= 1_000_000
 
 
 def _loopback(addr: str) -> bool:
     return addr.startswith("127.") or addr == "::1" or addr.startswith("::ffff:127.")
+
+
+class _ConnRef(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference that knows the connection id it is filed under."""
+
+    __slots__ = ("conn_id",)
+    conn_id: int
+
+    def __new__(cls, conn: Connection, callback: Callable[[_ConnRef], None], conn_id: int) -> _ConnRef:
+        self = super().__new__(cls, conn, callback)
+        self.conn_id = conn_id
+        return self
+
+    def __init__(self, conn: Connection, callback: Callable[[_ConnRef], None], conn_id: int) -> None:
+        super().__init__(conn, callback)  # type: ignore[call-arg]
 
 
 class TimeWaitView(NamedTuple):
@@ -159,7 +164,7 @@ class TimeWaitTable:
     stack demultiplexes on) and their expiry queue.  It is a timer owner of
     the stack (``timer_at``, ``on_timer``) with one heap entry for all."""
 
-    __slots__ = ("stack", "records", "_keys", "_recs", "timer_at", "_conns")
+    __slots__ = ("stack", "records", "_keys", "_recs", "timer_at", "_conns", "_conns_high")
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
@@ -169,35 +174,60 @@ class TimeWaitTable:
         self.timer_at: int | None = None
         # Connections the application still holds, so that their state can
         # move TIME-WAIT -> CLOSED at the end.  Weak: an orphaned TCB is
-        # freed at once and costs the record nothing.
-        self._conns: weakref.WeakValueDictionary[int, Connection] = weakref.WeakValueDictionary()
+        # freed at once and its entry goes with it (``_gone``).
+        self._conns: dict[int, _ConnRef] = {}
+        self._conns_high = 0  # its size at the last rebuild: a dict never shrinks by itself
 
     def __len__(self) -> int:
         return len(self.records)
 
     def views(self) -> Iterator[TimeWaitView]:
         for key, rec in self.records.items():
-            f = rec.fields()
+            f = unpack(rec)
             yield TimeWaitView(key, f.conn_id, f.snd_nxt, f.rcv_nxt, f.expires)
 
     def conn(self, rec: TimeWait) -> Connection | None:
         """The TCB that entered this TIME-WAIT, if the application still holds it."""
-        return self._conns.get(rec.conn_id)
+        ref = self._conns.get(unpack(rec).conn_id)
+        return ref() if ref is not None else None
+
+    def _gone(self, ref: _ConnRef) -> None:
+        """Weakref callback: a TCB in TIME-WAIT was freed (the application let it go)."""
+        conns = self._conns
+        if conns.get(ref.conn_id) is ref:
+            del conns[ref.conn_id]
+        if len(conns) * 4 < self._conns_high:
+            self._conns = dict(conns)  # right-sized: a dict does not shrink by deleting
+            self._conns_high = len(conns)
+
+    def memory(self) -> int:
+        """Bytes the table owns (sys.getsizeof of the dict, the queues, every
+        record, every key tuple and the port ints in it that are not cached);
+        shared objects -- address strings, the stack -- are not counted."""
+        size = sys.getsizeof(self.records) + sys.getsizeof(self._keys) + sys.getsizeof(self._recs)
+        for key, rec in self.records.items():
+            size += sys.getsizeof(rec) + sys.getsizeof(key)
+            size += sum(sys.getsizeof(p) for p in (key[1], key[3]) if p > 256)
+        return size
 
     # ------------------------------------------------------------------ life cycle
     def enter(self, conn: Connection, now: int) -> TimeWait:
         """Replace ``conn`` (just moved to TIME-WAIT) by a record."""
         wnd = min(conn._window_offered() >> conn.rcv_wscale, 0xFFFF)
-        rec = TimeWait.pack(Fields(
-            conn.snd_nxt, conn.rcv_nxt, conn.ts_recent, conn.ts_offset & 0xFFFFFFFF,
-            conn.conn_id & 0xFFFFFFFF, wnd, TS_OK if conn.ts_ok else 0, conn.ts_recent_at,
+        offset = conn.ts_offset & 0xFFFFFFFF
+        rec = pack(Fields(
+            conn.snd_nxt, conn.rcv_nxt, conn.ts_recent, conn.conn_id & 0xFFFFFFFF, wnd,
+            TS_OK if conn.ts_ok else 0, conn.ts_recent_at,
             now + conn.config.tcp_timewait_len * 1_000_000,
+            None if offset == self.stack.ts_offset_for(conn.key) & 0xFFFFFFFF else offset,
         ))
         # Release the receive queue only if nobody can read it any more: after a
         # half-close the application may still hold unread data (Linux keeps it too).
         if conn.user_closed:
             conn.recvbuf.clear()
-        self._conns[conn.conn_id & 0xFFFFFFFF] = conn
+        conn_id = conn.conn_id & 0xFFFFFFFF
+        self._conns[conn_id] = _ConnRef(conn, self._gone, conn_id)
+        self._conns_high = max(self._conns_high, len(self._conns))
         self._store(conn.key, rec)
         return rec
 
@@ -205,7 +235,7 @@ class TimeWaitTable:
         self.records[key] = rec
         self._keys.append(key)
         self._recs.append(rec)
-        self.stack._arm(self, rec.expires)
+        self.stack._arm(self, unpack(rec).expires)
 
     def remove(self, key: Key, rec: TimeWait | None = None) -> TimeWait | None:
         """Forget the record for ``key`` (its queue entry goes stale)."""
@@ -219,11 +249,13 @@ class TimeWaitTable:
         """TIME-WAIT -> CLOSED: the record goes; a TCB still held is told."""
         if self.remove(key, rec) is None:
             return
-        conn = self._conns.pop(rec.conn_id, None)
+        conn_id = unpack(rec).conn_id
+        ref = self._conns.pop(conn_id, None)
+        conn = ref() if ref is not None else None
         if conn is not None and conn.state is State.TIME_WAIT:
             conn.set_state(State.CLOSED, now, cause)
         elif self.stack.observers:
-            self.stack._emit_raw(now, rec.conn_id, ev.STATE, key, (State.TIME_WAIT, State.CLOSED, cause))
+            self.stack._emit_raw(now, conn_id, ev.STATE, key, (State.TIME_WAIT, State.CLOSED, cause))
 
     def on_timer(self, now: int) -> None:
         """Expire every record whose 2*MSL is over (the queue is in expiry order)."""
@@ -235,7 +267,7 @@ class TimeWaitTable:
                 keys.popleft()  # removed or replaced: a stale entry
                 recs.popleft()
                 continue
-            expires = rec.expires
+            expires = unpack(rec).expires
             if expires > now:
                 self.stack._arm(self, expires)
                 return
@@ -246,11 +278,11 @@ class TimeWaitTable:
 
     def _restart(self, key: Key, rec: TimeWait, now: int, **changes: int) -> TimeWait:
         """Restart the 2*MSL timer (and apply ``changes``), at most once a second."""
-        f = rec.fields()
+        f = unpack(rec)
         new_expires = now + self.stack.config.tcp_timewait_len * 1_000_000
         if new_expires - f.expires < RESTART_GRANULE_US:
             return rec
-        new = TimeWait.pack(f._replace(expires=new_expires, **changes))
+        new = pack(f._replace(expires=new_expires, **changes))
         self._store(key, new)
         return new
 
@@ -260,7 +292,7 @@ class TimeWaitTable:
         connection when a SYN may reopen the 4-tuple (the caller hands the SYN
         to the listener), else None."""
         stack = self.stack
-        f = rec.fields()
+        f = unpack(rec)
         flags = seg.flags
         ts = seg.ts if f.flags & TS_OK else None
         # RFC 7323 §5.3 PAWS (as tcp_paws_reject: a RST is never rejected by it).
@@ -297,9 +329,10 @@ class TimeWaitTable:
         return None
 
     def _ack(self, key: Key, rec: TimeWait, now: int) -> None:
-        f = rec.fields()
+        f = unpack(rec)
         opts: tuple[Opt, ...] = ()
         if f.flags & TS_OK:
-            opts = (NOP, NOP, Opt(8, ((now // 1000 + f.ts_offset) & 0xFFFFFFFF, f.ts_recent)))
+            offset = f.ts_offset if f.ts_offset is not None else self.stack.ts_offset_for(key)
+            opts = (NOP, NOP, Opt(8, ((now // 1000 + offset) & 0xFFFFFFFF, f.ts_recent)))
         seg = Segment(key[1], key[3], f.snd_nxt, f.rcv_nxt, ACK, f.window, 0, opts, b"")
         self.stack.output_raw(f.conn_id, key[0], key[2], seg, now)
