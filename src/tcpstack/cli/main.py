@@ -18,6 +18,9 @@ COMMANDS = [
     "tcpstack.cli.script_cmd",
     "tcpstack.cli.up_cmd",
     "tcpstack.cli.trace_cmd",
+    "tcpstack.cli.ss_cmd",
+    "tcpstack.cli.stat_cmd",
+    "tcpstack.cli.sysctl_cmd",
 ]
 
 
