@@ -93,8 +93,20 @@ def register(sub: Any) -> None:
         + "; 'none' for no service",
     )
     p.add_argument("--root", metavar="DIR", help="directory the http service serves files from")
-    p.add_argument("--pcap", metavar="FILE", help="capture every packet crossing the TUN device")
+    p.add_argument(
+        "--pcap",
+        metavar="FILE",
+        help="capture every packet crossing the TUN device (with offload: as the device sees "
+        "them, TSO/GRO super-segments and partial checksums, like tcpdump on a host with offload)",
+    )
     p.add_argument("--mtu", type=int, default=1500, help="MTU of the TUN device (default 1500)")
+    p.add_argument(
+        "--offload",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="virtio-net offload on the TUN device: the kernel completes checksums and cuts "
+        "64 KiB super-segments (default on; --no-offload for MTU-sized packets with full checksums)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no per-request log on stderr")
     p.add_argument("--json", action="store_true", help="print the setup as one JSON object")
     add_tunable_args(p)
@@ -204,6 +216,7 @@ async def _main(
             config=cfg,
             mtu=args.mtu,
             pcap=pcap,
+            offload=args.offload,
         )
     except PermissionError as exc:
         if pcap is not None:
@@ -255,6 +268,13 @@ async def _main(
             print(f"tcpstack up: stopped ({', '.join(got) or 'exit'}); {what}", flush=True)
 
 
+def _offload_text(host: AioHost) -> str:
+    dev = host.tun.tun
+    if not dev.offload:
+        return "off"
+    return "checksum+TSO" if host.stack.gso_max else "checksum"
+
+
 def _announce(
     args: argparse.Namespace,
     host: AioHost,
@@ -271,6 +291,7 @@ def _announce(
                     "created_netns": host.created_netns,
                     "device": host.ifname,
                     "mtu": args.mtu,
+                    "offload": _offload_text(host),
                     "kernel_addr": args.kernel_addr,
                     "addr": args.addr,
                     "kernel_addr6": kernel6,
@@ -284,7 +305,10 @@ def _announce(
         )
         return
     made = "created" if host.created_netns else "existing"
-    print(f"tcpstack up: namespace {host.netns} ({made}), device {host.ifname}, MTU {args.mtu}")
+    print(
+        f"tcpstack up: namespace {host.netns} ({made}), device {host.ifname}, MTU {args.mtu}, "
+        f"offload {_offload_text(host)}"
+    )
     v6 = f"; kernel {kernel6}, tcpstack {addr6}" if kernel6 else ""
     print(f"  kernel {args.kernel_addr}, tcpstack {args.addr}{v6}")
     width = max((len(f"{_url_host(addr)}:{s.port}") for s in specs), default=0)

@@ -16,21 +16,44 @@ one batch.
 The clock is CLOCK_MONOTONIC in microseconds, the same clock ``loop.time()``
 reads, so an engine deadline maps onto ``loop.call_at`` directly.
 
-:class:`AioHost` brings up a namespace, a TUN device in it, a Stack and the
-driver in one object (what ``tcpstack up`` and the interop tests use).
+Offload. When the device carries a virtio-net header (``TunDevice(offload=True)``
+and the kernel accepted it) the driver reads with ``read_batch_vnet`` (GRO
+super-segments arrive as single large segments) and writes what
+``Stack.transmit_gso()`` gives with a header per packet: ``tcp_csum`` for a
+plain segment (the engine, built with ``checksum_offload=True``, wrote only the
+pseudo-header sum) and ``tcp_gso`` for a super-segment of whole MSSs that the
+kernel cuts. No per-byte work is left in Python: measured against curl, a
+100 MB download went from ~40-50 MB/s to ~200-500 MB/s.
+
+:class:`AioHost` brings up a namespace, a TUN device in it (``offload=`` asks
+for the above), a Stack configured to match and the driver in one object
+(what ``tcpstack up`` and the interop tests use).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..tcp import Config, Stack
 from .driver import PacketDevice
-from .tun import DEFAULT_NETNS, KERNEL_ADDR4, STACK_ADDR4, NetnsTun
+from .tun import (
+    DEFAULT_NETNS,
+    KERNEL_ADDR4,
+    STACK_ADDR4,
+    TUN_F_TSO4,
+    TUN_F_TSO6,
+    NetnsTun,
+    VnetHdr,
+)
 
-__all__ = ["AioDriver", "AioHost", "now_us"]
+__all__ = ["GSO_MAX", "AioDriver", "AioHost", "now_us"]
+
+#: Payload bytes of one TSO super-segment: whole MSSs within the 64 KiB an IP
+#: packet can carry (IPv4 total length, IPv6 payload length) with headers.
+GSO_MAX = 65535 - 40 - 60
 
 
 def now_us() -> int:
@@ -62,6 +85,18 @@ class AioDriver:
         self.batch = batch
         self.max_batches = max_batches
         self._fd = -1
+        # A device with a virtio-net header (TUN offload): the engine must then
+        # leave checksums to the device, and may hand it GSO super-segments.
+        self._vnet = bool(getattr(device, "vnet_hdr_len", 0))
+        if self._vnet and not stack.checksum_offload:
+            raise ValueError(
+                "the device has offload on (virtio-net headers): create the Stack with "
+                "checksum_offload=True (and gso_max for TSO), or open the device without offload"
+            )
+        self._read: Callable[[int], Sequence[bytes | memoryview]] = (
+            self._read_vnet if self._vnet else device.read_batch
+        )
+        self._hdrs: dict[tuple[int, int, int], VnetHdr] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None
         self._flush_pending = False
@@ -121,7 +156,7 @@ class AioDriver:
         self.wakeups += 1
         stack = self.stack
         pcap = self.pcap
-        read = self.device.read_batch
+        read = self._read
         batch = self.batch
         now = now_us()
         for _ in range(self.max_batches):
@@ -154,6 +189,9 @@ class AioDriver:
         self._rearm()
 
     def _flush(self) -> None:
+        if self._vnet:
+            self._flush_vnet()
+            return
         out = self.stack.transmit()
         if out:
             self.tx_packets += len(out)
@@ -162,6 +200,37 @@ class AioDriver:
                 for p in out:
                     self.pcap.write(wall, p)
             self.device.write_batch(out)
+
+    # -- offload (virtio-net header on every frame) ----------------------------
+    def _read_vnet(self, batch: int) -> list[memoryview]:
+        # GRO super-segments are plain large segments to the engine; a NEEDS_CSUM
+        # frame has no valid checksum, which the engine (checksum_offload) skips.
+        return [p for _, p in self.device.read_batch_vnet(batch)]  # type: ignore[attr-defined]
+
+    def _flush_vnet(self) -> None:
+        out = self.stack.transmit_gso()
+        if not out:
+            return
+        self.tx_packets += len(out)
+        if self.pcap is not None:
+            wall = time.time_ns() // 1000
+            for p, _ in out:
+                self.pcap.write(wall, p)
+        hdrs = self._hdrs
+        items = []
+        for p, gso in out:
+            ip_len = 20 if p[0] >> 4 == 4 else 40
+            tcp_len = (p[ip_len + 12] >> 4) * 4
+            key = (ip_len, tcp_len, gso)
+            h = hdrs.get(key)
+            if h is None:
+                if gso:
+                    h = VnetHdr.tcp_gso(ip_len, tcp_len, gso, ipv6=ip_len == 40)
+                else:
+                    h = VnetHdr.tcp_csum(ip_len)  # the engine wrote the pseudo-header sum
+                hdrs[key] = h
+            items.append((h, p))
+        self.device.write_batch_vnet(items)  # type: ignore[attr-defined]
 
     def _rearm(self) -> None:
         d = self.stack.next_deadline()
@@ -200,6 +269,7 @@ class AioHost:
         ifname: str = "tcps%d",
         seed: int | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        offload: bool = False,
     ) -> None:
         self.tun = NetnsTun(
             netns,
@@ -209,11 +279,22 @@ class AioHost:
             addr6=kernel_addr6,
             stack_addr4=stack_addr4,
             stack_addr6=stack_addr6,
+            offload=offload,
         )
         try:
             addrs = [a for a in (self.tun.stack_addr4, self.tun.stack_addr6) if a]
+            dev = self.tun.tun
+            # What the kernel accepted decides (TunDevice falls back cleanly).
+            both = TUN_F_TSO4 | TUN_F_TSO6
+            tso = dev.offload and dev.offload_flags & both == both
             self.stack = Stack(
-                addrs, config or Config(), mtu=mtu, seed=seed, name=f"tcpstack@{self.tun.netns}"
+                addrs,
+                config or Config(),
+                mtu=mtu,
+                seed=seed,
+                name=f"tcpstack@{self.tun.netns}",
+                checksum_offload=dev.offload,
+                gso_max=GSO_MAX if tso else 0,
             )
             self.driver = AioDriver(self.stack, self.tun.tun, loop=loop, pcap=pcap)
             self.driver.start()
