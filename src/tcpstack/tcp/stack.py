@@ -243,7 +243,7 @@ class Stack:
             if not old.ts_ok:
                 raise OSError(EADDRNOTAVAIL, f"{local_addr}:{local_port} -> {remote_addr}:{remote_port} is in TIME-WAIT "
                               "without timestamps (EADDRNOTAVAIL)")
-            self._tw.remove(key, tw)
+            self._tw.done(key, tw, now, "4-tuple taken over by a new connection")
             self.mib.TWRecycled += 1
             iss = (old.snd_nxt + TW_ISN_GAP) & 0xFFFFFFFF or 1
         conn = Connection(self, self._new_id(), (local_addr, local_port), (remote_addr, remote_port), now)
