@@ -67,6 +67,7 @@ PROTOCOL_VERSION = 1
 MAX_LINE = 1 << 20  # the longest request line accepted (responses are not bounded)
 MAX_CLIENTS = 64  # concurrent control connections per server
 RUN_DIR = "/run/tcpstack"
+REFUSAL_LINGER_S = 1.0  # how long a refused client may take to read why
 _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 
 S = State
@@ -514,6 +515,13 @@ class AioControlServer:
                 self.refused += 1
                 writer.write(encode(refusal(uid, self.owner)))
                 await writer.drain()
+                # Half-close and discard what the client sent (briefly), so that its
+                # request does not turn our close into a reset before it reads why.
+                writer.write_eof()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(REFUSAL_LINGER_S):
+                        while await reader.read(65536):
+                            pass
                 return
             if len(self._clients) >= MAX_CLIENTS:
                 writer.write(encode({"ok": False, "error": f"too many control connections (max {MAX_CLIENTS})"}))
@@ -622,6 +630,12 @@ class ThreadedControlServer:
             if uid != self.owner:
                 self.refused += 1
                 conn.sendall(encode(refusal(uid, self.owner)))
+                conn.shutdown(socket.SHUT_WR)
+                conn.settimeout(REFUSAL_LINGER_S)
+                with contextlib.suppress(OSError):
+                    for _ in range(64):  # discard the client's request, bounded
+                        if not conn.recv(65536):
+                            break
                 return
             f = conn.makefile("rb")
             while not self._stop.is_set():
@@ -693,7 +707,10 @@ class ControlClient:
 
     def call(self, cmd: str, **args: Any) -> Any:
         try:
-            self.sock.sendall(encode({"cmd": cmd, **args}))
+            try:
+                self.sock.sendall(encode({"cmd": cmd, **args}))
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the server hung up, perhaps after saying why: read it
             line = self._file.readline()
         except TimeoutError:
             raise ControlError(f"no answer from {self.path} (timed out)") from None
