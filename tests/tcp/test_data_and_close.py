@@ -472,3 +472,12 @@ def parse(pkt):
     from tcpstack.wire.ip import parse_ip_tcp
 
     return parse_ip_tcp(pkt)[2]
+
+
+def test_rst_with_the_fins_sequence_number_resets_close_wait(stack, peer):
+    """Linux's tcp_reset_check: after the peer's FIN, a RST at RCV.NXT - 1 is exact."""
+    lst, conn = established_server(stack, peer)
+    peer.send(2000, seg(P, C, FIN | ACK))
+    assert conn.state is State.CLOSE_WAIT
+    assert peer.send(3000, seg(P, 0, RST)) == []  # P = the FIN's sequence number
+    assert conn.state is State.CLOSED

@@ -134,6 +134,7 @@ def test_simultaneous_open():
 
 def test_syn_retries_then_timeout(stack, peer):
     stack.config.tcp_syn_retries = 2
+    stack.config.tcp_syn_linear_timeouts = 0
     conn = stack.connect(REMOTE, RPORT, 0, local_port=LPORT)
     assert len(peer.recv()) == 1
     # RFC 6298 (2.1)/(5.5): 1 s, then doubled.
@@ -235,3 +236,25 @@ def test_accept_queue_overflow_drops_final_ack(peer):
 def test_local_address_is_ours():
     st = make_stack()
     assert LOCAL in st.addresses
+
+
+def test_syn_linear_timeouts_like_linux(stack, peer):
+    """Linux >= 6.5 (tcp_syn_linear_timeouts=4): after retransmission k the RTO stays
+    at its initial value while k <= 4 and doubles afterwards (tcp_retransmit_timer),
+    so SYNs leave at 1, 2, 3, 4, 5 s, then 7 s."""
+    stack.connect(REMOTE, RPORT, 0, local_port=LPORT)
+    peer.recv()
+    times = []
+    for _ in range(6):
+        t = stack.next_deadline()
+        times.append(t)
+        assert len(peer.poll(t)) == 1
+    assert times == [1_000_000, 2_000_000, 3_000_000, 4_000_000, 5_000_000, 7_000_000]
+
+
+def test_syn_sent_bad_ack_resends_syn_quickly(stack, peer):
+    stack.connect(REMOTE, RPORT, 0, local_port=LPORT)
+    peer.recv()
+    peer.send(10, seg(IRS, ISS + 99, ACK))  # a stale ACK from an old incarnation
+    assert stack.next_deadline() == 2_010
+    assert peer.poll(2_010) == [out(ISS, 0, SYN, 65535, opts=MSS_OPT)]

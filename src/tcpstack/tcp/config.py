@@ -30,6 +30,7 @@ class Config:
     # --- connection establishment -------------------------------------------------
     tcp_syn_retries: int = 6  # SYN retransmissions before connect() fails (Linux: 6, ~127 s)
     tcp_synack_retries: int = 5  # SYN-ACK retransmissions for a half-open request (Linux: 5)
+    tcp_syn_linear_timeouts: int = 4  # first SYN retries at the initial RTO, no backoff (Linux >= 6.5: 4)
     tcp_syncookies: int = 1  # 0 off, 1 when the SYN queue overflows, 2 always
     tcp_max_syn_backlog: int = 4096  # SYN queue bound (half-open requests per listener)
     somaxconn: int = 4096  # net.core.somaxconn: upper bound of listen(backlog) (Linux >= 5.4)

@@ -44,9 +44,11 @@ MAX_ORPHAN_RETRIES = 8  # Linux: tcp_orphan_retries=0 means 8
 # The fast path is an optimisation with exactly the full path's effects; a test
 # runs the same conversations with it off and compares the bytes on the wire.
 HEADER_PREDICTION = True
+FIN_RECEIVED_STATES = frozenset({S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK})
 # States in which segments carrying data or FIN may be (re)sent.
 PUSH_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
 # §3.10.5 ABORT: these states send a RST (CLOSING, LAST-ACK, TIME-WAIT just go away).
+SYN_RETRY_AFTER_RST_US = 2_000  # Linux TCP_TIMEOUT_MIN: 2 jiffies (HZ=1000)
 NEED_RESET = frozenset({S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT})
 
 
@@ -537,6 +539,11 @@ class Connection:
                 if not flags & RST:
                     self._send_rst_for(seg, now)
                 self._drop(seg, now, "SYN-SENT: unacceptable ACK")
+                if self.retries == 0:
+                    # Linux: "previous FIN/ACK or RST/ACK might be ignored" -- a stale
+                    # peer just got our RST; resend the SYN at once (TCP_TIMEOUT_MIN)
+                    # instead of waiting a whole initial RTO.
+                    self.rtx_at = now + SYN_RETRY_AFTER_RST_US
                 return
         # Second, check the RST bit.
         if flags & RST:
@@ -605,6 +612,13 @@ class Connection:
                 self._drop(seg, now, "PAWS: old timestamp")
                 self._send_ack(now)
                 return
+
+        # Linux's tcp_reset_check: once the peer's FIN is in (CLOSE-WAIT, CLOSING,
+        # LAST-ACK), a RST carrying the FIN's own sequence number (RCV.NXT - 1) is
+        # taken as exact -- peers that reset "from" their FIN are common.
+        if flags & RST and self.eof and self.state in FIN_RECEIVED_STATES and seg.seq == seq.add(self.rcv_nxt, -1):
+            self._on_rst(now)
+            return
 
         # First, check the sequence number (the four cases of §3.10.7.4).
         if not self._acceptable(seg.seq, seg_len, rcv_wnd):
@@ -1390,6 +1404,24 @@ class Connection:
             return self.config.tcp_orphan_retries or MAX_ORPHAN_RETRIES
         return self.config.tcp_retries2
 
+    def _give_up_after(self) -> int | None:
+        """How long (µs, from the first transmission of what is being retransmitted)
+        before giving up.  Linux turns the retry count into a time budget, as if
+        every retry had doubled the RTO from a base (tcp_model_timeout): the SYN
+        base is the initial RTO (tcp_syn_retries=6 -> 127 s), the data base is
+        the minimum RTO (tcp_retries2=15 -> 924.6 s, RFC 1122's "at least 100 s").
+        None: count retries instead (a simultaneous open's SYN-ACK)."""
+        st = self.state
+        if st is S.SYN_RECEIVED:
+            return None
+        base = self.config.tcp_rto_initial_ms * 1000 if st is S.SYN_SENT else self.config.tcp_rto_min_us
+        boundary = self._max_retries()
+        rto_max = self.rtt.max_rto
+        thresh = max((rto_max // max(base, 1)).bit_length() - 1, 0)  # ilog2(RTO_MAX / base)
+        if boundary <= thresh:
+            return ((2 << boundary) - 1) * base
+        return ((2 << thresh) - 1) * base + (boundary - thresh) * rto_max
+
     def _on_rto(self, now: int) -> None:
         """RFC 6298 §5 (5.4)-(5.7): retransmit the earliest unacknowledged segment,
         back off, restart the timer; give up after the retry limit."""
@@ -1400,15 +1432,20 @@ class Connection:
             return
         self.stack._emit(now, self, ev.TIMER, "rto")
         if self.first_rtx_at is None:
-            self.first_rtx_at = now
-        user_timeout = self.user_timeout_ms and now - self.first_rtx_at >= self.user_timeout_ms * 1000
-        if self.retries >= self._max_retries() or user_timeout:
+            # When the timer now expiring was armed: the head segment's (re)transmission.
+            self.first_rtx_at = now - self.rtt.rto
+        elapsed = now - self.first_rtx_at
+        user_timeout = self.user_timeout_ms and elapsed >= self.user_timeout_ms * 1000
+        budget = self._give_up_after()
+        exhausted = self.retries >= self._max_retries() if budget is None else elapsed >= budget
+        if exhausted or user_timeout:
             self.stack.mib.TCPAbortOnTimeout += 1
             self._fail(TimeoutError(110, "Connection timed out (no acknowledgment after retransmissions)"), now)
             return
         self.retries += 1
         self.stack.mib.TCPTimeouts += 1
-        self.rtt.on_timeout()
+        if not (st is S.SYN_SENT and self.retries <= self.config.tcp_syn_linear_timeouts):
+            self.rtt.on_timeout()  # RFC 6298 (5.5); Linux keeps the first SYN retries linear
         self.rtt_seq = None  # Karn: no sample from retransmitted data
         if st is S.SYN_SENT:
             self.stack.mib.TCPSynRetrans += 1
