@@ -184,3 +184,16 @@ def test_checksum_offload_changes_only_the_checksums():
     assert key(a) == key(b)
     with pytest.raises(ValueError, match="corruption"):
         run_transfer(1000, link=LinkParams(corrupt=0.1), checksum_offload=True)
+
+
+def test_demo_plot_writes_a_time_sequence_and_cwnd_picture(tmp_path, capsys):
+    from tcpstack.view.plot import analyse, segments_from_events
+
+    path = tmp_path / "demo.png"
+    assert main(["demo", "--bytes", "400000", "--loss", "0.02", "--json", "--plot", str(path)]) == 0
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    # The numbers behind the picture: every data byte is in the time-sequence series.
+    r = run_transfer(400_000, seed=1, link=LinkParams(delay_us=10_000, loss=0.02))
+    ts = analyse(segments_from_events(r.events), 0)
+    assert max(end for _t, _first, end in ts.data) >= 400_000

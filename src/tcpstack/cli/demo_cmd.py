@@ -51,6 +51,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def cc_samples(events: list[Any]) -> list[tuple[int, Any]]:
+    """(time, CcSample) of the data sender (the client) from the engine's cc events."""
+    from ..tcp import events as ev
+
+    return [(e.time, e.detail) for side, e in events if side == 0 and e.kind == ev.CC]
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="run a client and a server in the simulator and draw the ladder",
                        description="Run a TCP conversation between two simulated hosts (virtual time, "
@@ -68,6 +75,7 @@ def register(sub: Any) -> None:
                    help="who closes first (both = simultaneous close)")
     p.add_argument("--absolute", action="store_true", help="absolute sequence numbers")
     p.add_argument("--pcap", metavar="FILE", help="write the client's view as a pcap file")
+    p.add_argument("--plot", metavar="FILE", help="draw the time-sequence and window graphs (PNG or SVG)")
     p.add_argument("--full", action="store_true", help="print every row of a long ladder")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the ladder")
     add_tunable_args(p)
@@ -90,7 +98,16 @@ def run(args: argparse.Namespace) -> int:
         corrupt_detectable=True,
     )
     res = run_transfer(args.bytes, seed=args.seed, link=link, close_first=args.close_first,
-                       config=cfg, pcap=args.pcap, record=not args.json)
+                       config=cfg, pcap=args.pcap, record=not args.json or bool(args.plot))
+    if args.plot:
+        from ..view.plot import PlotUnavailable, plot_segments, segments_from_events
+
+        try:
+            plot_segments(segments_from_events(res.events), args.plot, direction=0,
+                          title=f"tcpstack demo: {args.bytes} bytes, seed {args.seed}",
+                          cc=cc_samples(res.events))
+        except PlotUnavailable as exc:
+            raise SystemExit(f"tcpstack: {exc}") from None
     if args.json:
         json.dump(res.summary(), sys.stdout, indent=2)
         print()

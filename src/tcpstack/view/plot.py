@@ -197,8 +197,13 @@ def plot_segments(
     t0: int | None = None,
     title: str = "",
     names: tuple[str, str] = ("client", "server"),
+    cc: Sequence[tuple[int, Any]] | None = None,
 ) -> TimeSequence:
-    """Draw both graphs to ``path`` (PNG, SVG or PDF by its extension); returns the series."""
+    """Draw both graphs to ``path`` (PNG, SVG or PDF by its extension); returns the series.
+
+    ``cc``: the sender's own congestion state as ``(time_us, CcSample)`` pairs
+    (the engine's ``cc`` events, so only for our own stack, not for a capture):
+    cwnd and ssthresh are drawn on the window graph."""
     ts = analyse(segments, direction, t0)
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -259,10 +264,17 @@ def plot_segments(
         ax2.step(*_steps(ts.rwnd), where="post", color="#b8860b", linewidth=1.2,
                  label=f"receive window advertised by the {receiver}"
                  + ("" if ts.scaled else " (unscaled)"))
+    if cc:
+        pts = [((t - ts.t0) / 1e6, s.cwnd) for t, s in cc]
+        ax2.step(*_steps(pts), where="post", color="#2e8b57", linewidth=1.2, label=f"cwnd of the {sender}")
+        ss = [((t - ts.t0) / 1e6, s.ssthresh) for t, s in cc if s.ssthresh < 0x7FFFFFFF]
+        if ss:
+            ax2.step(*_steps(ss), where="post", color="#2e8b57", linestyle=":", linewidth=1.0,
+                     label=f"ssthresh of the {sender}")
     ax2.set_ylabel("bytes")
     ax2.yaxis.set_major_formatter(EngFormatter(unit="B"))
     ax2.set_xlabel("time (s)" + (" since the first segment" if t0 is None else ""))
-    ax2.set_title("bytes in flight and advertised receive window", fontsize=10)
+    ax2.set_title("bytes in flight and advertised receive window" + (", cwnd" if cc else ""), fontsize=10)
     ax2.set_ylim(bottom=0)
     ax2.grid(True, alpha=0.3)
     ax2.legend(loc="upper left", fontsize=8)
