@@ -220,22 +220,7 @@ def events(state: str, r: int, n: int) -> dict[str, tuple[str, list[str]]]:
 
 
 # state -> {event -> header} for cells where tcpstack is known to differ from Linux.
-_RST_AT_FIN = (
-    "Linux accepts a RST whose SEQ is RCV.NXT-1 (the sequence number of the peer's FIN) as exact once a "
-    "FIN was received (tcp_reset_check, CLOSE-WAIT/CLOSING/LAST-ACK) and resets; tcpstack finds it "
-    "left of the window and drops it silently (RFC 9293 3.10.7.4 first), so the connection survives"
-)
-_QUICK_SYN = (
-    "after an unacceptable ACK in SYN-SENT Linux re-arms the SYN timer to TCP_TIMEOUT_MIN (tcp_rcv_synsent_state_process: "
-    "'previous FIN/ACK or RST/ACK might be ignored') and retransmits the SYN within ~10 ms; tcpstack keeps "
-    "its 1 s RTO, so the SYN is retransmitted only at 1 s"
-)
 DEVIATIONS: dict[tuple[str, str], str] = {
-    ("close-wait", "rst-at-fin"): _RST_AT_FIN,
-    ("closing", "rst-at-fin"): _RST_AT_FIN,
-    ("last-ack", "rst-at-fin"): _RST_AT_FIN,
-    ("syn-sent-rst-bad-ack", ""): _QUICK_SYN,
-    ("syn-sent-synack-bad-ack", ""): _QUICK_SYN,
     ("syn-received-rst-in-window", ""): (
         "a RST inside the window but not at RCV.NXT in SYN-RECEIVED must draw a challenge ACK (RFC 5961 3.2, "
         "RFC 9293 3.10.7.4 second) and Linux sends one; tcpstack's listener ignores the RST silently"
