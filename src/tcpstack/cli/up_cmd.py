@@ -25,6 +25,7 @@ from typing import Any
 
 from ..pcap import PcapWriter
 from ..runtime.aio_driver import AioHost
+from ..runtime.control import AioControlServer, default_path
 from ..runtime.netns import require_privileges
 from ..runtime.tun import DEFAULT_NETNS, KERNEL_ADDR4, KERNEL_ADDR6, STACK_ADDR4, STACK_ADDR6
 from ..services import SERVICES, ServiceSpec, parse_spec, start_service
@@ -106,6 +107,11 @@ def register(sub: Any) -> None:
         default=True,
         help="virtio-net offload on the TUN device: the kernel completes checksums and cuts "
         "64 KiB super-segments (default on; --no-offload for MTU-sized packets with full checksums)",
+    )
+    p.add_argument(
+        "--control",
+        metavar="PATH",
+        help="control socket for tcpstack ss/stat/sysctl (default /run/tcpstack/NETNS.sock)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no per-request log on stderr")
     p.add_argument("--json", action="store_true", help="print the setup as one JSON object")
@@ -227,7 +233,13 @@ async def _main(
             pcap.close()
         return _fail(str(exc))
     servers = []
+    control = None
     try:
+        args.control = args.control or default_path(host.netns)
+        try:
+            control = await AioControlServer.start(host.stack, args.control, host.driver.now)
+        except OSError as exc:
+            return _fail(f"cannot open the control socket {args.control}: {exc}")
         for spec in specs:
             opts: dict[str, Any] = {}
             if spec.name == "http":
@@ -240,6 +252,8 @@ async def _main(
         await stop.wait()
         return 0
     finally:
+        if control is not None:
+            control.close()  # removes the socket file
         for _, srv in servers:
             srv.close()
             srv.abort_clients()  # RST: kernel peers learn at once that we are gone
@@ -298,6 +312,7 @@ def _announce(
                     "addr6": addr6,
                     "services": [{"name": s.name, "port": s.port} for s in specs],
                     "pcap": args.pcap,
+                    "control": args.control,
                     "pid": os.getpid(),
                 }
             ),
@@ -319,6 +334,7 @@ def _announce(
         )
     if args.pcap:
         print(f"  capturing to {args.pcap}")
+    print(f"  control {args.control} (tcpstack ss, stat, sysctl)")
     print("Try it (as root, from another terminal):")
     for line in _try_lines(host.netns, addr, specs):
         print(f"  {line}")
