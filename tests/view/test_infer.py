@@ -301,3 +301,29 @@ def test_simultaneous_open_is_one_connection(tmp_path: Path) -> None:
     (conn,) = conns
     assert conn.state_sequence(CLIENT) == ["CLOSED", "SYN-SENT", "SYN-RECEIVED", EST]
     assert conn.state_sequence(SERVER) == ["CLOSED", "SYN-SENT", EST]
+
+
+def test_timestamp_alone_merges_only_in_a_two_point_capture(tmp_path: Path) -> None:
+    """A resend in the same timestamp tick (IP ID 0) is a resend; in a capture that
+    IP IDs show was taken at two points, an ID-0 packet's copy is matched by its TS."""
+    from tcpstack.wire.tcp import ts_opt
+
+    def pkt(seq: int, flags: int, ident: int) -> bytes:
+        seg = Segment(40000, 80, seq, 0, flags, 1000, 0, (ts_opt(7, 0),))
+        return build_ip_tcp("198.18.0.1", "198.18.0.2", seg, ident=ident)
+
+    with PcapWriter(tmp_path / "one.pcap") as w:
+        w.write(0, pkt(1, SYN, 0))
+        w.write(500, pkt(1, SYN, 0))  # resent within the same millisecond tick
+    cap, (conn,) = load(tmp_path / "one.pcap")
+    assert cap.merged == 0 and len(conn.segments) == 2
+
+    with PcapWriter(tmp_path / "two.pcap") as w:
+        w.write(0, pkt(1, SYN, 0))  # a SYN,ACK-like packet with ID 0 ...
+        w.write(100, pkt(2, ACK, 11))
+        w.write(200, pkt(3, ACK, 12))
+        w.write(5000, pkt(1, SYN, 0))  # ... and the copies seen at the far end
+        w.write(5100, pkt(2, ACK, 11))
+        w.write(5200, pkt(3, ACK, 12))
+    cap, (conn,) = load(tmp_path / "two.pcap")
+    assert cap.merged == 3 and [s.recv_time for s in conn.segments] == [5000, 5100, 5200]

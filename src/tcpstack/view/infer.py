@@ -48,14 +48,17 @@ Connections are keyed by the 4-tuple; a new SYN (not a retransmission of the
 current connection's SYN) on a tuple starts a new connection, so port reuse
 after TIME-WAIT shows as two connections.
 
-Two capture points: if the same packet (identical TCP header and IPv4
-identification or TCP timestamp) is seen twice within a second -- a capture
+Two capture points: if the same packet (identical TCP header and the same
+non-zero IPv4 identification) is seen twice within a second -- a capture
 merged from both ends, or one taken on both sides of a router -- the copies
-are one segment with a send and a receive time.
+are one segment with a send and a receive time.  Once such copies show the
+capture was taken at two points, packets without an identification (IPv6,
+ID 0) are matched by their TCP timestamp too.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from os import PathLike
@@ -346,14 +349,47 @@ def _parse(buf: bytes) -> tuple[str, str, Segment, bool] | str:
     return reason if reason.startswith("not TCP") else f"malformed: {reason}"
 
 
-def _dup_key(p: CapturedPacket) -> tuple[Any, ...] | None:
-    """What makes two captured copies the same packet, or None if copies cannot be told apart."""
+def _dup_key(p: CapturedPacket, strong: bool) -> tuple[Any, ...] | None:
+    """What makes two captured copies one packet; None if a copy cannot be told from a resend.
+
+    Strong: a non-zero IPv4 identification, which Linux (and most stacks)
+    change for every packet a connection sends, retransmissions included.
+    Weak: the TCP timestamp alone, which a retransmission within the same
+    clock tick repeats -- used only once strong keys have shown that the
+    capture was taken at two points.
+    """
     seg = p.seg
+    if strong and not p.ip_id:
+        return None
     ts = seg.ts
-    if not ts and not p.ip_id:
-        return None  # a retransmission would look identical
+    if not strong and not ts:
+        return None
     return (p.src, p.dst, seg.src_port, seg.dst_port, seg.seq, seg.ack, seg.flags, seg.window,
             len(seg.payload), ts, p.ip_id)
+
+
+class _Recent:
+    """Packets of the last ``_DUP_WINDOW_US`` by key (bounded, oldest dropped first)."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[tuple[Any, ...], CapturedPacket] = {}
+        self.order: deque[tuple[int, tuple[Any, ...]]] = deque()
+
+    def copy_of(self, key: tuple[Any, ...], p: CapturedPacket) -> CapturedPacket | None:
+        """The earlier copy of ``p`` (None if this is the first), remembering ``p`` if so."""
+        while self.order and (
+            p.time - self.order[0][0] > _DUP_WINDOW_US or len(self.order) > 100_000
+        ):
+            _t, old = self.order.popleft()
+            q = self.by_key.get(old)
+            if q is not None and q.time == _t:
+                del self.by_key[old]
+        first = self.by_key.get(key)
+        if first is not None and first.recv_time is None and 0 <= p.time - first.time:
+            return first
+        self.by_key[key] = p
+        self.order.append((p.time, key))
+        return None
 
 
 def read_capture(path: str | PathLike[str]) -> Capture:
@@ -361,10 +397,8 @@ def read_capture(path: str | PathLike[str]) -> Capture:
 
     Raises ``ValueError`` for a file that is not a capture (from ``read_packets``).
     """
-    packets: list[CapturedPacket] = []
+    parsed_packets: list[CapturedPacket] = []
     skipped: dict[str, int] = {}
-    recent: dict[tuple[Any, ...], CapturedPacket] = {}
-    merged = 0
     n = 0
     for n, (ts, buf) in enumerate(read_packets(path), 1):
         parsed = _parse(buf)
@@ -373,17 +407,28 @@ def read_capture(path: str | PathLike[str]) -> Capture:
             continue
         src, dst, seg, truncated = parsed
         ip_id = int.from_bytes(buf[4:6], "big") if buf[0] >> 4 == 4 else None
-        p = CapturedPacket(n, ts, src, dst, seg, truncated, ip_id)
-        key = _dup_key(p)
+        parsed_packets.append(CapturedPacket(n, ts, src, dst, seg, truncated, ip_id))
+    # Is this a capture from two points?  Only packets with an IP ID can say.
+    recent = _Recent()
+    with_id = copies = 0
+    for p in parsed_packets:
+        key = _dup_key(p, strong=True)
         if key is not None:
-            first = recent.get(key)
-            if first is not None and first.recv_time is None and ts - first.time <= _DUP_WINDOW_US:
-                first.recv_time = ts
+            with_id += 1
+            if recent.copy_of(key, p) is not None:
+                copies += 1
+    two_points = copies > 0 and copies * 4 >= with_id  # a quarter of them: not chance
+    packets: list[CapturedPacket] = []
+    merged = 0
+    recent = _Recent()
+    for p in parsed_packets:
+        key = _dup_key(p, strong=True) or (_dup_key(p, strong=False) if two_points else None)
+        if key is not None:
+            first = recent.copy_of(key, p)
+            if first is not None:
+                first.recv_time = p.time
                 merged += 1
                 continue
-            recent[key] = p
-            if len(recent) > 4096:  # keep the memo bounded: drop entries older than the window
-                recent = {k: v for k, v in recent.items() if ts - v.time <= _DUP_WINDOW_US}
         packets.append(p)
     return Capture(str(path), packets, n, skipped, merged)
 
@@ -669,7 +714,7 @@ def _handshake_timing(conn: TcpConnection) -> None:
         return
     to_server = max(0, synack.time - syn.time) // 2
     to_client = max(0, ack.time - synack.time) // 2
-    conn.rtt_us = 2 * (to_server + to_client)
+    conn.rtt_us = max(0, ack.time - syn.time)  # Wireshark's tcp.analysis.initial_rtt
     conn.delay_to = (to_client, to_server)
 
 
