@@ -42,7 +42,7 @@ from .symbols import SYMBOLS
 
 SOL_SOCKET, IPPROTO_TCP = 1, 6
 SO_LINGER, TCP_INFO, TCP_CONGESTION = 13, 11, 13
-WAIT_CAP_S = 30.0  # an unmarked blocking call, or `*`, gives up after this long
+WAIT_CAP_S = 10.0  # an unmarked blocking call, or `*`, gives up after this long
 BLOCK_DETECT_S = 0.2  # how long start_call waits to see the worker finish or sleep
 _counter = itertools.count()
 _SYSCTL_RE = re.compile(r"net\.(ipv4|ipv6|core)\.[a-z0-9_.]+")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
+from ..wire.checksum import internet_checksum, pseudo_header_sum
 from ..wire.ip import build_ip_tcp
 from ..wire.tcp import ACK, AE, CWR, ECE, FIN, OPT_SACK, OPT_TS, PSH, RST, SYN, URG, Opt, Segment
 from . import symbols
@@ -294,7 +295,7 @@ class Runner:
             result.outcome = Outcome.ERROR
             result.line = self.event_line
             result.message = f"{script.path}:{self.event_line}: {exc}"
-        except OSError as exc:  # the host itself failed (namespace, TUN device, privileges)
+        except (ValueError, OSError) as exc:  # a packet the wire refuses, or the host failed (namespace, TUN, privileges)
             result.outcome = Outcome.ERROR
             result.line = self.event_line
             result.message = f"{script.path}:{self.event_line}: {self.host.target} host error: {exc}"
@@ -436,12 +437,15 @@ class Runner:
         assert spec.win is not None
         seg = Segment(
             spec.src_port or sock.remote[1], spec.dst_port or sock.local[1], seqno, ackno, spec.flags,
-            spec.win, spec.urg, tuple(opts), bytes(spec.length),
+            spec.win, spec.urg, (), bytes(spec.length),
         )
+        # The options go on the wire byte for byte as written (EOL and padding
+        # included), so the packet is built here rather than by the wire layer.
+        packet = _with_options(build_ip_tcp(REMOTE_ADDR, sock.local[0], seg), _encode_options(opts))
         self.wait_for(timing, "inbound packet")
         self.log(f"{self.host.now() / 1e6:9.6f} < {spec.describe()}")
         self.completed_at = self.host.now()
-        self.host.inject(build_ip_tcp(REMOTE_ADDR, sock.local[0], seg))
+        self.host.inject(packet)
 
     def map_ecr(self, sock: ScriptSocket, ecr: int) -> int:
         if ecr in sock.ts_map:
@@ -977,6 +981,44 @@ def _opt_from_spec(o: OptSpec) -> Opt:
         return Opt(OPT_TS, v)
     assert isinstance(v, tuple)
     return Opt(v[0], v[1])
+
+
+def _encode_options(options: list[Opt]) -> bytes:
+    out = bytearray()
+    for kind, value in options:
+        v: Any = value
+        if kind in (0, 1):
+            out.append(kind)
+        elif kind == 2:
+            out += bytes((2, 4)) + int(v).to_bytes(2, "big")
+        elif kind == 3:
+            out += bytes((3, 3, int(v)))
+        elif kind == 4:
+            out += bytes((4, 2))
+        elif kind == OPT_SACK:
+            out += bytes((5, 2 + 8 * len(v))) + b"".join(a.to_bytes(4, "big") + b.to_bytes(4, "big") for a, b in v)
+        elif kind == OPT_TS:
+            out += bytes((8, 10)) + v[0].to_bytes(4, "big") + v[1].to_bytes(4, "big")
+        else:
+            out += bytes((kind, 2 + len(v))) + bytes(v)
+    return bytes(out)
+
+
+def _with_options(packet: bytes, options: bytes) -> bytes:
+    """Insert raw option bytes into an IPv4/TCP packet built without options."""
+    if not options:
+        return packet
+    ihl = (packet[0] & 0xF) * 4
+    ip = bytearray(packet[:ihl])
+    tcp = bytearray(packet[ihl : ihl + 20]) + options + packet[ihl + 20 :]
+    tcp[12] = ((20 + len(options)) // 4) << 4 | (tcp[12] & 0x0F)
+    tcp[16:18] = b"\0\0"
+    ip[2:4] = (ihl + len(tcp)).to_bytes(2, "big")
+    ip[10:12] = b"\0\0"
+    ip[10:12] = internet_checksum(ip).to_bytes(2, "big")
+    csum = internet_checksum(tcp, pseudo_header_sum(bytes(ip[12:16]), bytes(ip[16:20]), 6, len(tcp)))
+    tcp[16:18] = csum.to_bytes(2, "big")
+    return bytes(ip + tcp)
 
 
 def _describe_opts(options: tuple[Opt, ...]) -> str:
