@@ -83,3 +83,17 @@ def known_sockets() -> Lab:
     assert small.accept_queue
     lab.keep = (c1, s1, c2, s2, c3, s3)  # type: ignore[attr-defined]
     return lab
+
+
+def many_connections(n: int) -> Lab:
+    """A server with ``n`` accepted ESTABLISHED connections on port 80 (opened in batches)."""
+    lab = Lab()
+    lst = lab.server.listen(80, lab.now, backlog=4096)
+    lab.keep = []  # type: ignore[attr-defined]
+    for start in range(0, n, 500):
+        for i in range(start, min(n, start + 500)):
+            lab.keep.append(lab.client.connect(SERVER, 80, lab.now, local_port=20000 + i))  # type: ignore[attr-defined]
+        lab.settle()
+        while (c := lst.accept()) is not None:
+            lab.keep.append(c)  # type: ignore[attr-defined]
+    return lab

@@ -19,6 +19,8 @@ from tcpstack.runtime.control import (
     bind_control_socket,
     candidate_paths,
     default_path,
+    encode,
+    encode_chunks,
     find_path,
     handle,
     request,
@@ -27,7 +29,7 @@ from tcpstack.runtime.host import LoopbackHost
 from tcpstack.tcp import Config
 
 from .conftest import LoopThread, require_root
-from .lab import Lab
+from .lab import Lab, many_connections
 
 NOBODY = 65534
 
@@ -141,6 +143,33 @@ def test_after_set_hook_runs_on_successful_set(lab: Lab, loop_thread: LoopThread
         with pytest.raises(ControlError):
             request(srv.path, "sysctl-set", key="tcp_sack", value="9")
         assert calls == [1]
+    finally:
+        loop_thread.loop.call_soon_threadsafe(srv.close)
+
+
+def test_encode_chunks_is_encode_in_slices(lab: Lab) -> None:
+    small = handle(lab.server, {"cmd": "ss", "info": True}, lab.now)
+    assert list(encode_chunks(small)) == [encode(small)]
+    big = {"ok": True, "result": {"now_us": 5, "sockets": [{"n": i, "s": "x"} for i in range(1000)]}}
+    parts = list(encode_chunks(big, chunk=100))
+    assert len(parts) == 12 and b"".join(parts) == encode(big)
+    only = {"ok": True, "result": {"sockets": [{"n": i} for i in range(10)]}}
+    assert b"".join(encode_chunks(only, chunk=3)) == encode(only)
+    err = {"ok": False, "error": "x"}
+    assert list(encode_chunks(err)) == [encode(err)]
+
+
+def test_aio_server_large_answer_in_slices(loop_thread: LoopThread, sockdir: Path) -> None:
+    lab = many_connections(700)
+    path = str(sockdir / "big.sock")
+    srv = loop_thread.serve(lab.server, path, lambda: lab.now)
+    try:
+        with ControlClient(path) as c:
+            socks = c.call("ss", info=True)["sockets"]
+            assert len(socks) == 701
+            assert sorted(s["remote_port"] for s in socks[1:]) == list(range(20000, 20700))
+            assert all(s["state"] == "ESTABLISHED" and s["info"]["rtt"] == 10_000 for s in socks[1:])
+            assert c.call("stat")["states"]["ESTABLISHED"] == 700  # the session goes on
     finally:
         loop_thread.loop.call_soon_threadsafe(srv.close)
 

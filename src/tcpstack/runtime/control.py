@@ -34,13 +34,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import json
 import os
 import socket
 import stat
 import struct
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..tcp import Config, Stack, State
@@ -451,15 +452,43 @@ def encode(resp: dict[str, Any]) -> bytes:
     return json.dumps(resp, separators=(",", ":")).encode() + b"\n"
 
 
-def _answer_line(line: bytes, run: Callable[[dict[str, Any]], dict[str, Any]]) -> bytes:
-    try:
-        req = parse_request(line)
-    except ValueError as exc:
-        return encode({"ok": False, "error": str(exc)})
-    return encode(run(req))
+CHUNK_RECORDS = 256  # socket records encoded per slice of a large response
+
+
+def encode_chunks(resp: dict[str, Any], chunk: int = CHUNK_RECORDS) -> Iterator[bytes]:
+    """``encode(resp)`` in slices: a response with a ``sockets`` list is encoded
+    ``chunk`` records at a time, so that a server can let its event loop run
+    between slices (the snapshot is already taken: it is plain data)."""
+    result = resp.get("result")
+    socks = result.get("sockets") if resp.get("ok") and isinstance(result, dict) else None
+    if not isinstance(socks, list) or len(socks) <= chunk:
+        yield encode(resp)
+        return
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    head = dumps({k: v for k, v in result.items() if k != "sockets"})
+    yield ('{"ok":true,"result":' + head[:-1] + ("," if len(head) > 2 else "") + '"sockets":[').encode()
+    for i in range(0, len(socks), chunk):
+        part = dumps(socks[i : i + chunk])[1:-1]
+        yield ((",") + part if i else part).encode()
+    yield b"]}}\n"
 
 
 # ---------------------------------------------------------------------- servers
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """No cyclic GC while a snapshot is built: its tens of thousands of fresh
+    dicts hold no cycles (refcounting frees them), yet their allocation would
+    set off a full collection of the whole heap inside the snapshot.  A
+    collection that is due runs later, after the loop has had its turn."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 class AioControlServer:
     """The control server inside the stack's own asyncio loop::
 
@@ -501,10 +530,18 @@ class AioControlServer:
 
     def run(self, req: dict[str, Any]) -> dict[str, Any]:
         self.requests += 1
-        resp = handle(self.stack, req, self.now())
+        with _no_gc():
+            resp = handle(self.stack, req, self.now())
         if resp["ok"] and req.get("cmd") == "sysctl-set" and self.after_set is not None:
             self.after_set()
         return resp
+
+    def _answer(self, line: bytes) -> dict[str, Any]:
+        try:
+            req = parse_request(line)
+        except ValueError as exc:
+            return {"ok": False, "error": str(exc)}
+        return self.run(req)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -541,8 +578,12 @@ class AioControlServer:
                     return
                 if not line.strip():
                     continue
-                writer.write(_answer_line(line, self.run))
-                await writer.drain()
+                # The answer is built in one go (a consistent snapshot); a large one
+                # is then written in slices, letting the loop (the stack) run between.
+                for part in encode_chunks(self._answer(line)):
+                    writer.write(part)
+                    await writer.drain()
+                    await asyncio.sleep(0)
         except (ConnectionError, OSError, asyncio.CancelledError):
             pass
         finally:
@@ -601,8 +642,12 @@ class ThreadedControlServer:
     def run(self, req: dict[str, Any]) -> dict[str, Any]:
         self.requests += 1
         stack = self.driver.stack
+        def answer(now: int) -> dict[str, Any]:
+            with _no_gc():
+                return handle(stack, req, now)
+
         try:
-            return self.driver.call(lambda now: handle(stack, req, now))
+            return self.driver.call(answer)
         except OSError as exc:  # the driver stopped
             return {"ok": False, "error": str(exc)}
 
@@ -646,7 +691,12 @@ class ThreadedControlServer:
                     conn.sendall(encode({"ok": False, "error": f"request longer than {MAX_LINE} bytes"}))
                     return
                 if line.strip():
-                    conn.sendall(_answer_line(line, self.run))
+                    try:
+                        resp = self.run(parse_request(line))
+                    except ValueError as exc:
+                        resp = {"ok": False, "error": str(exc)}
+                    for part in encode_chunks(resp):  # outside the driver's lock
+                        conn.sendall(part)
         except OSError:
             pass
         finally:
