@@ -318,10 +318,14 @@ class Runner:
         if self.last_event is not None and self.last_event.is_inbound and ev.is_inbound:
             assert self.last_time is not None
             offset = self.last_time
+        elif ev.is_outbound and self.completed_at is not None:
+            # An expected packet counts from when the previous event actually completed,
+            # not from when the runner got round to this line (in real time, later).
+            offset = self.completed_at
         else:
-            # "+x" counts from when the previous event actually completed (not from when the
-            # runner got round to reading this line: in real time that can be later).
-            offset = self.completed_at if self.completed_at is not None else self.host.now()
+            # Our own actions (syscalls, injected packets) start from now: a runner that
+            # fell behind the script stretches its timeline rather than failing.
+            offset = self.host.now()
         end = t.end_usecs + offset if t.end_usecs is not None else None
         return _Timing(kind, t.usecs + offset, end, offset)
 
