@@ -37,15 +37,9 @@ __all__ = [
 def run_script(script: Script, *, kernel: bool = False, verbose: Callable[[str], None] | None = None,
                netns: str | None = None) -> RunResult:
     """Run a parsed script against tcpstack (default) or the Linux kernel."""
-    if kernel:
-        from .kernel import KernelHost
+    from .corpus import make_host
 
-        host = KernelHost(netns=netns)
-    else:
-        from .virtual import VirtualHost
-
-        host = VirtualHost()  # type: ignore[assignment]
-    return Runner(script, host, verbose=verbose).run()  # type: ignore[arg-type]
+    return Runner(script, make_host(kernel, netns), verbose=verbose).run()
 
 
 def run_file(path: str, *, kernel: bool = False, verbose: Callable[[str], None] | None = None,
@@ -64,7 +58,7 @@ def find_scripts(paths: Iterable[str]) -> Iterator[str]:
     """Every *.pkt file named or under the directories named, sorted per directory."""
     for p in paths:
         if os.path.isdir(p):
-            found = []
+            found: list[str] = []
             for root, _dirs, files in os.walk(p):
                 found.extend(os.path.join(root, f) for f in files if f.endswith(".pkt"))
             yield from sorted(found)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .model import ScriptError
 from .parser import parse_file
-from .run import Outcome, Runner, RunResult
+from .run import Host, Outcome, Runner, RunResult
 
 
 @dataclass
@@ -45,15 +45,7 @@ def run_one(path: str, *, kernel: bool = False, verbose: Callable[[str], None] |
             return Verdict(RunResult(path, target, Outcome.PASS, "skipped"), "skip", "skip", script.header["only"])
         if not kernel and "deviation" in script.header:
             expected, reason = "fail", script.header["deviation"]
-    if kernel:
-        from .kernel import KernelHost
-
-        host = KernelHost()
-    else:
-        from .virtual import VirtualHost
-
-        host = VirtualHost()  # type: ignore[assignment]
-    result = Runner(script, host, verbose=verbose).run()  # type: ignore[arg-type]
+    result = Runner(script, make_host(kernel), verbose=verbose).run()
     if result.outcome is Outcome.ERROR:
         verdict = "error"
     elif expected == "pass":
@@ -63,8 +55,19 @@ def run_one(path: str, *, kernel: bool = False, verbose: Callable[[str], None] |
     return Verdict(result, expected, verdict, reason)
 
 
-def run_many(paths: Iterable[str], **kw: object) -> list[Verdict]:
-    return [run_one(p, **kw) for p in paths]  # type: ignore[arg-type]
+def make_host(kernel: bool, netns: str | None = None) -> Host:
+    """tcpstack in virtual time, or the Linux kernel in a namespace of its own."""
+    if kernel:
+        from .kernel import KernelHost
+
+        return KernelHost(netns=netns)
+    from .virtual import VirtualHost
+
+    return VirtualHost()
+
+
+def run_many(paths: Iterable[str], *, kernel: bool = False) -> list[Verdict]:
+    return [run_one(p, kernel=kernel) for p in paths]
 
 
 def summary(verdicts: list[Verdict]) -> str:

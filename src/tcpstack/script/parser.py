@@ -362,7 +362,7 @@ class _Parser:
     def note(self) -> str:
         self.expect_punct("(")
         depth = 1
-        words = []
+        words: list[str] = []
         while True:
             t = self.tok
             if t.kind == "EOF":

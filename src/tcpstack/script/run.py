@@ -25,6 +25,7 @@ of packetdrill, which is what makes a script portable between the two:
 
 from __future__ import annotations
 
+import builtins
 import shlex
 import textwrap
 import time as _time
@@ -353,7 +354,9 @@ class Runner:
                 args = [w for w in words[1:] if not w.startswith("-")]
                 if not args or any("=" not in a for a in args):
                     raise ScriptUsageError(f"only `sysctl key=value` settings are supported, not `{raw}`")
-                pairs = [tuple(a.split("=", 1)) for a in args]  # type: ignore[misc]
+                for a in args:
+                    key, _, value = a.partition("=")
+                    pairs.append((key, value))
             elif words[0] == "echo" and len(words) >= 4 and words[-2] == ">" and words[-1].startswith("/proc/sys/"):
                 pairs = [(words[-1][len("/proc/sys/"):].replace("/", "."), " ".join(words[1:-2]))]
             else:
@@ -961,7 +964,7 @@ class ScriptUsageError(Exception):
 # ----------------------------------------------------------------------------- helpers
 
 _KIND = {"eol": 0, "nop": 1, "mss": 2, "wscale": 3, "sackOK": 4, "sack": 5, "TS": 8, "raw": -1}
-_SAFE_BUILTINS = {n: __builtins__[n] if isinstance(__builtins__, dict) else getattr(__builtins__, n)  # type: ignore[index]
+_SAFE_BUILTINS = {n: getattr(builtins, n)
                   for n in ("abs", "min", "max", "len", "int", "float", "round", "range", "print", "bool",
                             "AssertionError", "True", "False", "None", "sum", "all", "any")}
 
