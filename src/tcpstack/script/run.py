@@ -697,7 +697,8 @@ class Runner:
             self.await_idle()
         self.wait_for(timing, "system call start")
         name, args, post = self.prepare_call(sc)
-        self.log(f"{self.host.now() / 1e6:9.6f} {sc.name}(...)")
+        self.log(f"{self.host.now() / 1e6:9.6f} {sc.name}({', '.join(_expr_text(a) for a in sc.args)})"
+                 + (" ..." if sc.blocking else ""))
         started = self.host.now()
         h = self.host.start_call(name, args)
         if sc.blocking:
@@ -724,6 +725,8 @@ class Runner:
                 actual, actual_errno = -1, exc.errno or 0
             else:
                 actual_errno = 0
+        self.log(f"{(h.end or 0) / 1e6:9.6f}   {sc.name} returned {actual}"
+                 + (f" {symbols.errno_name(actual_errno)}" if actual < 0 and actual_errno else ""))
         check_fd = sc.name in ("socket", "accept")
         if check_fd and expected >= 0:
             if actual < 0:
@@ -1118,6 +1121,14 @@ def _expr_text(e: Expr) -> str:
         return repr(e.value)
     if isinstance(e, EllipsisExpr):
         return "..."
+    if isinstance(e, BinaryExpr):
+        return f"{_expr_text(e.lhs)}{e.op}{_expr_text(e.rhs)}"
+    if isinstance(e, ListExpr):
+        return "[" + ", ".join(_expr_text(i) for i in e.items) + "]"
+    if isinstance(e, BracedExpr):
+        return "{" + ", ".join(_expr_text(i) for i in e.items) + "}"
+    if isinstance(e, CallExpr):
+        return f"{e.name}(" + ", ".join(_expr_text(i) for i in e.args) + ")"
     return type(e).__name__
 
 
