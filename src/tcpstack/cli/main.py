@@ -21,6 +21,8 @@ COMMANDS = [
     "tcpstack.cli.ss_cmd",
     "tcpstack.cli.stat_cmd",
     "tcpstack.cli.sysctl_cmd",
+    "tcpstack.cli.nc_cmd",
+    "tcpstack.cli.bench_cmd",
 ]
 
 
