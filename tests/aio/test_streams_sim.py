@@ -385,7 +385,9 @@ def test_close_with_unread_data_resets_like_the_kernel(pair: SimPair) -> None:
 
 
 def test_connect_timeout_takes_virtual_time_only(pair: SimPair) -> None:
-    """SYNs into the void: TimeoutError after tcp_syn_retries (6: 1+2+...+64 = 127 s), instantly."""
+    """SYNs into the void: TimeoutError after Linux's schedule, instantly in wall-clock terms.
+    tcp_syn_linear_timeouts=4 then backoff: SYNs at 0, 1, 2, 3, 4, 5, 7, 11, 19, 35, 67 s and
+    the give-up at 131 s (this kernel, 6.18, measured ~131-135 s for a real connect())."""
 
     async def main() -> tuple[BaseException, float, dict[str, int]]:
         loop = asyncio.get_running_loop()
@@ -406,7 +408,7 @@ def test_connect_timeout_takes_virtual_time_only(pair: SimPair) -> None:
     err, took, counts = vloop.run(main(), pair.net, timeout=VIRTUAL_LIMIT)
     assert time.perf_counter() - wall < 2
     assert isinstance(err, TimeoutError) and err.errno == 110
-    assert took == pytest.approx(127.0)
+    assert took == pytest.approx(131.0)
     assert counts["SYN-SENT"] == 0 and not pair.client.conns
 
 
