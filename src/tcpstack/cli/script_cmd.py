@@ -27,6 +27,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="print every event and packet as it happens")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument(
+        "--retries",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rerun a script that failed only on timing up to N times (default: 2 with --kernel, "
+        "where real time is shared with the rest of the machine; 0 otherwise)",
+    )
+    p.add_argument(
         "--ignore-headers",
         action="store_true",
         help="expect every script to pass (ignore tcpstack-deviation / tcpstack-only header comments)",
@@ -43,6 +51,8 @@ def _line(v: Verdict) -> str:
     if v.verdict == "skip":
         return f"{label:5} {r.path} (tcpstack-only: {v.reason})"
     timing = f"{r.events} events, {r.script_time_us / 1e6:.3f} s script time, {r.wall_s * 1000:.0f} ms"
+    if v.attempts > 1:
+        timing += f", {v.attempts} attempts"
     text = f"{label:5} {r.path} ({timing})"
     if v.verdict == "xfail":
         text += f"\n      known deviation: {v.reason}"
@@ -62,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     verdicts = []
     for path in paths:
-        v = run_one(path, kernel=args.kernel, verbose=verbose, honour_headers=not args.ignore_headers)
+        retries = args.retries if args.retries is not None else (2 if args.kernel else 0)
+        v = run_one(path, kernel=args.kernel, verbose=verbose, honour_headers=not args.ignore_headers,
+                    retries=retries)
         verdicts.append(v)
         if not args.json:
             print(_line(v), flush=True)
@@ -84,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
                     "script_time_us": v.result.script_time_us,
                     "wall_s": round(v.result.wall_s, 4),
                     "reason": v.reason,
+                    "attempts": v.attempts,
                     "notes": v.result.notes,
                 }
                 for v in verdicts

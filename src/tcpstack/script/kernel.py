@@ -42,6 +42,9 @@ from .symbols import SYMBOLS
 
 SOL_SOCKET, IPPROTO_TCP = 1, 6
 SO_LINGER, TCP_INFO, TCP_CONGESTION = 13, 11, 13
+SO_TIMESTAMPNS = 35  # also SCM_TIMESTAMPNS (asm-generic/socket.h)
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4  # linux/if_packet.h
 WAIT_CAP_S = 10.0  # an unmarked blocking call, or `*`, gives up after this long
 BLOCK_DETECT_S = 0.2  # how long start_call waits to see the worker finish or sleep
 _counter = itertools.count()
@@ -103,6 +106,8 @@ class KernelHost:
         self._stop_r, self._stop_w = -1, -1
         self._ready = False
         self.cc_override: str | None = None
+        self.tap: socket.socket | None = None
+        self.realtime_minus_mono = 0
 
     # -- setup and teardown -----------------------------------------------------------
     def _ensure(self) -> None:
@@ -130,6 +135,7 @@ class KernelHost:
             ("net.ipv4.tcp_congestion_control", cfg.tcp_congestion_control),
         ):
             self.sysctl(key, value)
+        self._open_tap()
         self._stop_r, self._stop_w = os.pipe()
         self.capture = threading.Thread(target=self._capture, name="script-capture", daemon=True)
         self.capture.start()
@@ -158,6 +164,9 @@ class KernelHost:
         if self.capture is not None:
             os.write(self._stop_w, b"x")
             self.capture.join(5)
+        if self.tap is not None:
+            self.tap.close()
+            self.tap = None
         for fd in (self._stop_r, self._stop_w):
             if fd >= 0:
                 os.close(fd)
@@ -193,29 +202,73 @@ class KernelHost:
                 h.finish(value, error, self.now())
                 self.cond.notify_all()
 
+    def _open_tap(self) -> None:
+        """An AF_PACKET socket on the TUN device, in the namespace: it sees each packet
+        the kernel sends with the kernel's own timestamp of the moment it left
+        (SO_TIMESTAMPNS), so a busy machine delays our reading, not the times we check."""
+        assert self.tun is not None
+        try:
+            with in_netns(self.netns_name):
+                # ETH_P_ALL: outgoing packets reach only the "all protocols" taps.
+                tap = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+            tap.bind((self.tun.name, ETH_P_ALL))
+            tap.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            tap.setblocking(False)
+        except OSError:
+            self.tap = None  # fall back to stamping packets when the TUN fd is read
+            return
+        self.tap = tap
+        # Kernel timestamps are CLOCK_REALTIME; our script clock is CLOCK_MONOTONIC.
+        self.realtime_minus_mono = time.time_ns() // 1000 - time.monotonic_ns() // 1000
+
     def _capture(self) -> None:
         assert self.tun is not None
         tun_fd = self.tun.fileno()
+        tap = self.tap
+        fds = [tun_fd, self._stop_r] + ([tap.fileno()] if tap is not None else [])
         while True:
-            r, _, _ = select.select([tun_fd, self._stop_r], [], [], 1.0)
+            r, _, _ = select.select(fds, [], [], 1.0)
             if self._stop_r in r:
                 return
-            if tun_fd not in r:
-                continue
-            frames = self.tun.read_batch(64)
-            t = self.now()
-            got = []
-            for frame in frames:
-                try:
-                    src, dst, seg = parse_ip_tcp(frame)
-                except MalformedPacket:
-                    continue  # not TCP (the kernel sends nothing else here, but be safe)
-                if dst == REMOTE_ADDR:
-                    got.append(Captured(t, src, dst, seg))
+            got: list[Captured] = []
+            if tun_fd in r:
+                frames = self.tun.read_batch(64)  # always drained; the tap has the times
+                if tap is None:
+                    t = self.now()
+                    got.extend(c for c in (self._captured(t, f) for f in frames) if c is not None)
+            if tap is not None and tap.fileno() in r:
+                got.extend(self._read_tap(tap))
             if got:
                 with self.cond:
                     self.queue.extend(got)
                     self.cond.notify_all()
+
+    def _read_tap(self, tap: socket.socket) -> list[Captured]:
+        got = []
+        for _ in range(256):
+            try:
+                data, anc, _flags, addr = tap.recvmsg(65536, socket.CMSG_SPACE(16))
+            except BlockingIOError:
+                break
+            if addr[2] != PACKET_OUTGOING:
+                continue  # what we injected
+            t = self.now()
+            for level, kind, value in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+                    sec, nsec = struct.unpack("qq", value[:16])
+                    t = sec * 1_000_000 + nsec // 1000 - self.realtime_minus_mono - self.t0
+            c = self._captured(t, data)
+            if c is not None:
+                got.append(c)
+        return got
+
+    @staticmethod
+    def _captured(t: int, frame: bytes) -> Captured | None:
+        try:
+            src, dst, seg = parse_ip_tcp(frame)
+        except MalformedPacket:
+            return None  # not TCP (the kernel sends nothing else here, but be safe)
+        return Captured(t, src, dst, seg) if dst == REMOTE_ADDR else None
 
     def _worker_sleeping(self) -> bool:
         try:
