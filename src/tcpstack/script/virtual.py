@@ -225,6 +225,10 @@ class VirtualHost:
         info = conn.info(self.clock)
         out: dict[str, Any] = {f"tcpi_{k}": v for k, v in info.items()}
         out["tcpi_state"] = STATE_NUMBERS[str(info["state"])]
+        if sock is not None and conn.state is S.TIME_WAIT:
+            # The socket itself is closed once a TIME-WAIT record takes over its 4-tuple
+            # (Linux: tcp_time_wait() then tcp_done() on the full socket).
+            out["tcpi_state"] = STATE_NUMBERS["CLOSED"]
         out["tcpi_ca_state"] = CA_STATE_NUMBERS.get(str(info["ca_state"]), 0)
         opts = info.get("options") or []
         assert isinstance(opts, list)
