@@ -300,6 +300,14 @@ class Runner:
             result.outcome = Outcome.ERROR
             result.line = self.event_line
             result.message = f"{script.path}:{self.event_line}: {self.host.target} host error: {exc}"
+        except Exception as exc:  # a bug in the runner (or the engine): report it, run the other scripts
+            import traceback
+
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            result.outcome = Outcome.ERROR
+            result.line = self.event_line
+            result.message = (f"{script.path}:{self.event_line}: internal error {type(exc).__name__}: {exc} "
+                              f"(at {where.filename}:{where.lineno})")
         finally:
             try:
                 result.script_time_us = self.host.now()
