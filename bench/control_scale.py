@@ -72,7 +72,9 @@ def build(conns: int, timewait: int) -> tuple[Stack, Stack, int, list[Any]]:
     cfg = Config()
     cfg.set("ip_local_port_range", "10000 65000")
     server = Stack([SERVER], cfg, isn=FixedIsn(1000), seed=1, ts_offset=lambda k: 0, name="server")
-    client = Stack([CLIENT], cfg.copy(), isn=FixedIsn(5000), seed=2, ts_offset=lambda k: 0, name="client")
+    client = Stack(
+        [CLIENT], cfg.copy(), isn=FixedIsn(5000), seed=2, ts_offset=lambda k: 0, name="client"
+    )
     now = 1_000_000
     lst = server.listen(80, now, backlog=4096)
     keep: list[Any] = []
@@ -120,6 +122,7 @@ REQUESTS = (
 
 def client_process(path: str, repeat: int, w: int) -> None:
     """In the forked child: time each request; report phases and results on ``w``."""
+
     def say(obj: Any) -> None:
         os.write(w, (json.dumps(obj) + "\n").encode())
 
@@ -127,11 +130,15 @@ def client_process(path: str, repeat: int, w: int) -> None:
         for name, cmd, kw in REQUESTS:
             say({"phase": name})
             med, best, result = timed(lambda cmd=cmd, kw=kw: c.call(cmd, **kw), repeat)
-            say({"row": [f"control {name}", med, best, len(encode({"ok": True, "result": result}))]})
+            say(
+                {"row": [f"control {name}", med, best, len(encode({"ok": True, "result": result}))]}
+            )
     say({"done": True})
 
 
-async def serve_and_watch(server: Stack, now: int, repeat: int) -> tuple[list[Any], dict[str, float]]:
+async def serve_and_watch(
+    server: Stack, now: int, repeat: int
+) -> tuple[list[Any], dict[str, float]]:
     """Serve the control socket here; a forked client times requests; a 1 ms
     heartbeat measures the longest stall of this loop while each kind is answered."""
     d = tempfile.mkdtemp(prefix="tcpstack-bench-")
@@ -197,7 +204,9 @@ async def serve_and_watch(server: Stack, now: int, repeat: int) -> tuple[list[An
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--conns", type=int, default=10_000)
     ap.add_argument("--timewait", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=5)
@@ -213,22 +222,35 @@ def main() -> int:
     print(f"{'request':<32} {'median':>9} {'min':>9} {'answer':>9} {'longest loop stall':>19}")
     for name, med, best, size in rows:
         short = name.removeprefix("control ")
-        print(f"{short:<32} {med * 1e3:>7.1f}ms {best * 1e3:>7.1f}ms {size / 1e6:>7.2f}MB "
-              f"{stalls.get(short, 0.0) * 1e3:>17.1f}ms")
+        print(
+            f"{short:<32} {med * 1e3:>7.1f}ms {best * 1e3:>7.1f}ms {size / 1e6:>7.2f}MB "
+            f"{stalls.get(short, 0.0) * 1e3:>17.1f}ms"
+        )
 
-    print("\nin process: the loop is blocked for the snapshot, then yields between 256-record slices:")
+    print(
+        "\nin process: the loop is blocked for the snapshot, then yields between 256-record slices:"
+    )
     print(f"{'what':<32} {'median':>9} {'min':>9}")
-    for name, req in (("snapshot ss", {"cmd": "ss"}), ("snapshot ss -i", {"cmd": "ss", "info": True}),
-                      ("snapshot stat", {"cmd": "stat"})):
+    for name, req in (
+        ("snapshot ss", {"cmd": "ss"}),
+        ("snapshot ss -i", {"cmd": "ss", "info": True}),
+        ("snapshot stat", {"cmd": "stat"}),
+    ):
         med, best, _ = timed(lambda req=req: handle(server, req, now), args.repeat)
         print(f"{name:<32} {med * 1e3:>7.1f}ms {best * 1e3:>7.1f}ms")
     records = handle(server, {"cmd": "ss", "info": True}, now)["result"]["sockets"]
-    med, best, _ = timed(lambda: list(encode_chunks({"ok": True, "result": {"sockets": records}})), args.repeat)
+    med, best, _ = timed(
+        lambda: list(encode_chunks({"ok": True, "result": {"sockets": records}})), args.repeat
+    )
     print(f"{'JSON of ss -i (all slices)':<32} {med * 1e3:>7.1f}ms {best * 1e3:>7.1f}ms")
     med, best, lines = timed(lambda: render_table(records), args.repeat)
-    print(f"{'client: render the ss table':<32} {med * 1e3:>7.1f}ms {best * 1e3:>7.1f}ms  ({len(lines)} lines)")
+    print(
+        f"{'client: render the ss table':<32} {med * 1e3:>7.1f}ms {best * 1e3:>7.1f}ms  ({len(lines)} lines)"
+    )
     med, best, lines = timed(lambda: render_table(records, info=True, timers=True), args.repeat)
-    print(f"{'client: render ss -i':<32} {med * 1e3:>7.1f}ms {best * 1e3:>7.1f}ms  ({len(lines)} lines)")
+    print(
+        f"{'client: render ss -i':<32} {med * 1e3:>7.1f}ms {best * 1e3:>7.1f}ms  ({len(lines)} lines)"
+    )
     print(f"({len(keep)} connection objects held on both sides)")
     return 0
 

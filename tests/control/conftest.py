@@ -39,8 +39,10 @@ def require_root(what: str, *, tun: bool = False) -> None:
     why = "; ".join(reasons)
     if os.environ.get(ALLOW_SKIP_ENV) == "1":
         pytest.skip(f"{what} skipped ({ALLOW_SKIP_ENV}=1): {why}")
-    pytest.fail(f"{what} cannot run: {why}. Set {ALLOW_SKIP_ENV}=1 to skip instead of failing.",
-                pytrace=False)
+    pytest.fail(
+        f"{what} cannot run: {why}. Set {ALLOW_SKIP_ENV}=1 to skip instead of failing.",
+        pytrace=False,
+    )
 
 
 @pytest.fixture
@@ -67,7 +69,9 @@ class LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="control-loop", daemon=True)
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="control-loop", daemon=True
+        )
         self.thread.start()
 
     def run(self, coro, timeout: float = 10.0):  # type: ignore[no-untyped-def]
@@ -99,7 +103,9 @@ def loop_thread() -> Iterator[LoopThread]:
 
 
 @pytest.fixture
-def served(lab: Lab, loop_thread: LoopThread, sockdir: Path) -> Iterator[tuple[Lab, str, AioControlServer]]:
+def served(
+    lab: Lab, loop_thread: LoopThread, sockdir: Path
+) -> Iterator[tuple[Lab, str, AioControlServer]]:
     """The lab's server stack behind an asyncio control socket; time stands still at lab.now."""
     path = str(sockdir / "ctl.sock")
     srv = loop_thread.serve(lab.server, path, lambda: lab.now)

@@ -28,10 +28,17 @@ T0 = 1_000_000
 
 class Lab:
     def __init__(self, config: Config | None = None) -> None:
-        self.server = Stack([SERVER], config or Config(), isn=FixedIsn(1000), seed=1,
-                            ts_offset=lambda key: 0, name="server")
-        self.client = Stack([CLIENT], Config(), isn=FixedIsn(5000), seed=2,
-                            ts_offset=lambda key: 0, name="client")
+        self.server = Stack(
+            [SERVER],
+            config or Config(),
+            isn=FixedIsn(1000),
+            seed=1,
+            ts_offset=lambda key: 0,
+            name="server",
+        )
+        self.client = Stack(
+            [CLIENT], Config(), isn=FixedIsn(5000), seed=2, ts_offset=lambda key: 0, name="client"
+        )
         self.now = T0
 
     def settle(self, rounds: int = 20, drop_to_client: bool = False) -> None:

@@ -51,7 +51,9 @@ def test_ss_accepts_ss_habits_and_filters(served, capsys) -> None:  # type: igno
     assert [ln.split()[0] for ln in out.splitlines()[1:]] == ["LISTEN", "ESTAB"]
     rc, out, _ = run(capsys, "ss", "--control", path, "--port", "40002")
     assert [ln.split()[0] for ln in out.splitlines()[1:]] == ["CLOSE-WAIT"]
-    rc, out, _ = run(capsys, "ss", "--control", path, "exclude", "listening", "dport", ">", ":40002")
+    rc, out, _ = run(
+        capsys, "ss", "--control", path, "exclude", "listening", "dport", ">", ":40002"
+    )
     assert [ln.split()[0] for ln in out.splitlines()[1:]] == ["SYN-RECV", "ESTAB", "TIME-WAIT"]
 
 
@@ -73,14 +75,27 @@ def test_ss_json_has_rfc_names_and_info(served, capsys) -> None:  # type: ignore
     rc, out, _ = run(capsys, "ss", "--json", "--control", path)
     socks = json.loads(out)["sockets"]
     assert [s["state"] for s in socks] == [
-        "LISTEN", "LISTEN", "SYN-RECEIVED", "ESTABLISHED", "CLOSE-WAIT", "ESTABLISHED", "TIME-WAIT"]
+        "LISTEN",
+        "LISTEN",
+        "SYN-RECEIVED",
+        "ESTABLISHED",
+        "CLOSE-WAIT",
+        "ESTABLISHED",
+        "TIME-WAIT",
+    ]
     assert socks[3]["info"]["rtt"] == 10_000 and socks[6]["timer"]["name"] == "timewait"
 
 
-@pytest.mark.parametrize(("argv", "msg"), [
-    (["state", "bogus"], "tcpstack ss: unknown state 'bogus'"),
-    (["sport", "=", ":80", "or", "dport", "=", ":80"], "tcpstack ss: `or` is not supported: conditions are ANDed"),
-])
+@pytest.mark.parametrize(
+    ("argv", "msg"),
+    [
+        (["state", "bogus"], "tcpstack ss: unknown state 'bogus'"),
+        (
+            ["sport", "=", ":80", "or", "dport", "=", ":80"],
+            "tcpstack ss: `or` is not supported: conditions are ANDed",
+        ),
+    ],
+)
 def test_ss_bad_filters(served, capsys, argv, msg) -> None:  # type: ignore[no-untyped-def]
     lab, path, _ = served
     rc, out, err = run(capsys, "ss", "--control", path, *argv)
@@ -93,11 +108,15 @@ def test_no_control_socket_is_one_clear_line(capsys, sockdir: Path) -> None:  # 
         extra = ["-a"] if cmd == "sysctl" else []
         rc, out, err = run(capsys, cmd, "--control", str(sockdir / "gone.sock"), *extra)
         assert rc == 1 and out == ""
-        assert err == (f"tcpstack {cmd}: no control socket at {sockdir}/gone.sock (is `tcpstack up` running? "
-                       "give its --netns or --control)\n")
+        assert err == (
+            f"tcpstack {cmd}: no control socket at {sockdir}/gone.sock (is `tcpstack up` running? "
+            "give its --netns or --control)\n"
+        )
 
 
-def test_netns_finds_the_default_path(lab, loop_thread: LoopThread, sockdir: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_netns_finds_the_default_path(
+    lab, loop_thread: LoopThread, sockdir: Path, capsys, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr(control, "RUN_DIR", str(sockdir))
     path = control.default_path("tcpstack-x")
     assert path == f"{sockdir}/tcpstack-x.sock"
@@ -114,7 +133,15 @@ def test_stat_text_and_json(served, capsys) -> None:  # type: ignore[no-untyped-
     lab, path, _ = served
     rc, out, _ = run(capsys, "stat", "--control", path)
     lines = out.splitlines()
-    assert lines[:7] == ["ESTABLISHED 2", "SYN_RECV 1", "TIME_WAIT 1", "CLOSE_WAIT 1", "LISTEN 2", "", "#tcpstack"]
+    assert lines[:7] == [
+        "ESTABLISHED 2",
+        "SYN_RECV 1",
+        "TIME_WAIT 1",
+        "CLOSE_WAIT 1",
+        "LISTEN 2",
+        "",
+        "#tcpstack",
+    ]
     assert lines[7].startswith("TcpPassiveOpens                 4")
     rc, out, _ = run(capsys, "stat", "--control", path, "--json")
     doc = json.loads(out)
@@ -122,7 +149,9 @@ def test_stat_text_and_json(served, capsys) -> None:  # type: ignore[no-untyped-
     assert len(doc["states"]) == 11 and doc["states"]["CLOSE-WAIT"] == 1
     assert doc["mib"]["TcpExtListenOverflows"] == 0 and doc["mib"]["TcpPassiveOpens"] == 4
     rc, out, _ = run(capsys, "stat", "--control", path, "-a")
-    assert "TcpExtTCPChallengeACK           0" in out.splitlines() and "SYN_SENT 0" in out.splitlines()
+    assert (
+        "TcpExtTCPChallengeACK           0" in out.splitlines() and "SYN_SENT 0" in out.splitlines()
+    )
 
 
 def test_stat_watch_is_bounded_by_count(served, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -133,7 +162,9 @@ def test_stat_watch_is_bounded_by_count(served, capsys) -> None:  # type: ignore
     assert len(blocks) == 4  # three refreshes: states / counters, three times
     counters = [ln for ln in out.splitlines() if ln.startswith("TcpInSegs")]
     assert len(counters) == 3
-    assert len(counters[0].split()) == 2 and len(counters[1].split()) == 3  # rates from the second on
+    assert (
+        len(counters[0].split()) == 2 and len(counters[1].split()) == 3
+    )  # rates from the second on
     assert counters[1].split()[2] == "0.0"
     rc, out, _ = run(capsys, "stat", "--control", path, "--watch", "0.01", "--count", "2", "--json")
     assert [json.loads(ln)["states"]["LISTEN"] for ln in out.splitlines()] == [2, 2]
@@ -146,13 +177,19 @@ def test_sysctl_set_and_get(served, capsys) -> None:  # type: ignore[no-untyped-
     assert (rc, out, err) == (0, "net.ipv4.tcp_syncookies = 2\n", "")
     assert lab.server.config.tcp_syncookies == 2
     rc, out, _ = run(capsys, "sysctl", "--control", path, "tcp_syncookies", "somaxconn", "tcp_rmem")
-    assert out == "net.ipv4.tcp_syncookies = 2\nnet.core.somaxconn = 4096\nnet.ipv4.tcp_rmem = 4096\t131072\t6291456\n"
+    assert (
+        out
+        == "net.ipv4.tcp_syncookies = 2\nnet.core.somaxconn = 4096\nnet.ipv4.tcp_rmem = 4096\t131072\t6291456\n"
+    )
     rc, out, _ = run(capsys, "sysctl", "--control", path, "-n", "tcp_wmem")
     assert out == "4096\t16384\t4194304\n"
     rc, out, _ = run(capsys, "sysctl", "--control", path, "-q", "tcp_fin_timeout=30")
     assert (rc, out) == (0, "") and lab.server.config.tcp_fin_timeout == 30
     rc, out, _ = run(capsys, "sysctl", "--control", path, "--json", "tcp_fin_timeout", "tcp_rmem")
-    assert json.loads(out) == {"net.ipv4.tcp_fin_timeout": 30, "net.ipv4.tcp_rmem": [4096, 131072, 6291456]}
+    assert json.loads(out) == {
+        "net.ipv4.tcp_fin_timeout": 30,
+        "net.ipv4.tcp_rmem": [4096, 131072, 6291456],
+    }
 
 
 def test_sysctl_all(served, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -160,15 +197,27 @@ def test_sysctl_all(served, capsys) -> None:  # type: ignore[no-untyped-def]
     rc, out, _ = run(capsys, "sysctl", "--control", path, "-a")
     lines = out.splitlines()
     assert rc == 0 and len(lines) == len(lab.server.config.names())
-    assert "net.ipv4.tcp_syncookies = 1" in lines and "net.ipv4.ip_local_port_range = 32768\t60999" in lines
+    assert (
+        "net.ipv4.tcp_syncookies = 1" in lines
+        and "net.ipv4.ip_local_port_range = 32768\t60999" in lines
+    )
 
 
-@pytest.mark.parametrize(("arg", "err"), [
-    ("tcp_bogus", "tcpstack sysctl: unknown tunable 'tcp_bogus'; see `tcpstack sysctl -a` for the list\n"),
-    ("net.ipv4.tcp_syncookies=7", "tcpstack sysctl: tcp_syncookies must be between 0 and 2, got 7\n"),
-    ("tcp_sack=yes", "tcpstack sysctl: tcp_sack takes an integer, got 'yes'\n"),
-    ("tcp_rmem=1 2", "tcpstack sysctl: tcp_rmem takes 3 integers, got '1 2'\n"),
-])
+@pytest.mark.parametrize(
+    ("arg", "err"),
+    [
+        (
+            "tcp_bogus",
+            "tcpstack sysctl: unknown tunable 'tcp_bogus'; see `tcpstack sysctl -a` for the list\n",
+        ),
+        (
+            "net.ipv4.tcp_syncookies=7",
+            "tcpstack sysctl: tcp_syncookies must be between 0 and 2, got 7\n",
+        ),
+        ("tcp_sack=yes", "tcpstack sysctl: tcp_sack takes an integer, got 'yes'\n"),
+        ("tcp_rmem=1 2", "tcpstack sysctl: tcp_rmem takes 3 integers, got '1 2'\n"),
+    ],
+)
 def test_sysctl_errors_are_one_line_and_status_1(served, capsys, arg, err) -> None:  # type: ignore[no-untyped-def]
     lab, path, _ = served
     rc, out, got = run(capsys, "sysctl", "--control", path, arg)
@@ -179,17 +228,26 @@ def test_sysctl_refused_key_explains_why(served, capsys) -> None:  # type: ignor
     lab, path, _ = served
     rc, out, err = run(capsys, "sysctl", "--control", path, "net.ipv4.tcp_tw_recycle=1")
     assert rc == 1 and out == "" and err.count("\n") == 1
-    assert err.startswith("tcpstack sysctl: tcp_tw_recycle is refused: tcp_tw_recycle was removed from Linux in 4.12")
+    assert err.startswith(
+        "tcpstack sysctl: tcp_tw_recycle is refused: tcp_tw_recycle was removed from Linux in 4.12"
+    )
     assert "tcp_tw_reuse" in err
 
 
 def test_sysctl_goes_on_after_an_error_as_sysctl8_does(served, capsys) -> None:  # type: ignore[no-untyped-def]
     lab, path, _ = served
     rc, out, err = run(capsys, "sysctl", "--control", path, "nope", "tcp_sack=0")
-    assert rc == 1 and out == "net.ipv4.tcp_sack = 0\n" and err.startswith("tcpstack sysctl: unknown tunable 'nope'")
+    assert (
+        rc == 1
+        and out == "net.ipv4.tcp_sack = 0\n"
+        and err.startswith("tcpstack sysctl: unknown tunable 'nope'")
+    )
     assert lab.server.config.tcp_sack == 0
 
 
 def test_sysctl_without_arguments_is_a_usage_error(capsys) -> None:  # type: ignore[no-untyped-def]
     rc, out, err = run(capsys, "sysctl")
-    assert rc == 2 and err == "tcpstack sysctl: give KEY, KEY=VALUE or -a (see `tcpstack sysctl --help`)\n"
+    assert (
+        rc == 2
+        and err == "tcpstack sysctl: give KEY, KEY=VALUE or -a (see `tcpstack sysctl --help`)\n"
+    )

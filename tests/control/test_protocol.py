@@ -59,9 +59,12 @@ def test_handle_answers_each_command(lab: Lab) -> None:
     stat_ = handle(st, {"cmd": "stat"}, lab.now)["result"]
     assert stat_["states"]["TIME-WAIT"] == 1 and stat_["mib"]["TcpPassiveOpens"] == 4
     assert handle(st, {"cmd": "sysctl-get", "key": "tcp_syncookies"}, lab.now) == {
-        "ok": True, "result": {"name": "net.ipv4.tcp_syncookies", "value": 1}}
-    assert handle(st, {"cmd": "sysctl-set", "key": "net.ipv4.tcp_syncookies", "value": "2"}, lab.now) == {
-        "ok": True, "result": {"name": "net.ipv4.tcp_syncookies", "value": 2}}
+        "ok": True,
+        "result": {"name": "net.ipv4.tcp_syncookies", "value": 1},
+    }
+    assert handle(
+        st, {"cmd": "sysctl-set", "key": "net.ipv4.tcp_syncookies", "value": "2"}, lab.now
+    ) == {"ok": True, "result": {"name": "net.ipv4.tcp_syncookies", "value": 2}}
     assert st.config.tcp_syncookies == 2
     values = handle(st, {"cmd": "sysctl-list"}, lab.now)["result"]["values"]
     assert values["net.ipv4.tcp_syncookies"] == 2
@@ -71,24 +74,48 @@ def test_handle_answers_each_command(lab: Lab) -> None:
 
 
 def test_handle_sets_vectors_from_text(lab: Lab) -> None:
-    r = handle(lab.server, {"cmd": "sysctl-set", "key": "ip_local_port_range", "value": "40000\t50000"}, lab.now)
-    assert r == {"ok": True, "result": {"name": "net.ipv4.ip_local_port_range", "value": [40000, 50000]}}
+    r = handle(
+        lab.server,
+        {"cmd": "sysctl-set", "key": "ip_local_port_range", "value": "40000\t50000"},
+        lab.now,
+    )
+    assert r == {
+        "ok": True,
+        "result": {"name": "net.ipv4.ip_local_port_range", "value": [40000, 50000]},
+    }
 
 
-@pytest.mark.parametrize(("req", "error"), [
-    ({"cmd": "nope"}, "unknown command 'nope'; one of: ping, ss, stat, sysctl-get, sysctl-set, sysctl-list"),
-    ({}, "unknown command None"),
-    ({"cmd": "sysctl-get"}, 'missing "key"'),
-    ({"cmd": "sysctl-get", "key": "tcp_bogus"}, "unknown tunable 'tcp_bogus'; see `tcpstack sysctl -a` for the list"),
-    ({"cmd": "sysctl-set", "key": "tcp_syncookies"}, 'missing "value" for tcp_syncookies'),
-    ({"cmd": "sysctl-set", "key": "tcp_syncookies", "value": "3"}, "tcp_syncookies must be between 0 and 2, got 3"),
-    ({"cmd": "sysctl-set", "key": "tcp_syncookies", "value": "many"}, "tcp_syncookies takes an integer, got 'many'"),
-    ({"cmd": "sysctl-set", "key": "net.ipv4.tcp_tw_recycle", "value": "1"},
-     "tcp_tw_recycle is refused: tcp_tw_recycle was removed from Linux in 4.12"),
-    ({"cmd": "ss", "states": ["nonsense"]}, "unknown state 'nonsense'"),
-    ({"cmd": "ss", "states": "established"}, "states must be a list"),
-    ({"cmd": "ss", "ports": [["sport", "==", 70000]]}, "port must be 0..65535"),
-])
+@pytest.mark.parametrize(
+    ("req", "error"),
+    [
+        (
+            {"cmd": "nope"},
+            "unknown command 'nope'; one of: ping, ss, stat, sysctl-get, sysctl-set, sysctl-list",
+        ),
+        ({}, "unknown command None"),
+        ({"cmd": "sysctl-get"}, 'missing "key"'),
+        (
+            {"cmd": "sysctl-get", "key": "tcp_bogus"},
+            "unknown tunable 'tcp_bogus'; see `tcpstack sysctl -a` for the list",
+        ),
+        ({"cmd": "sysctl-set", "key": "tcp_syncookies"}, 'missing "value" for tcp_syncookies'),
+        (
+            {"cmd": "sysctl-set", "key": "tcp_syncookies", "value": "3"},
+            "tcp_syncookies must be between 0 and 2, got 3",
+        ),
+        (
+            {"cmd": "sysctl-set", "key": "tcp_syncookies", "value": "many"},
+            "tcp_syncookies takes an integer, got 'many'",
+        ),
+        (
+            {"cmd": "sysctl-set", "key": "net.ipv4.tcp_tw_recycle", "value": "1"},
+            "tcp_tw_recycle is refused: tcp_tw_recycle was removed from Linux in 4.12",
+        ),
+        ({"cmd": "ss", "states": ["nonsense"]}, "unknown state 'nonsense'"),
+        ({"cmd": "ss", "states": "established"}, "states must be a list"),
+        ({"cmd": "ss", "ports": [["sport", "==", 70000]]}, "port must be 0..65535"),
+    ],
+)
 def test_handle_errors_are_responses_never_exceptions(lab: Lab, req: dict, error: str) -> None:
     r = handle(lab.server, req, lab.now)
     assert r["ok"] is False
@@ -100,7 +127,11 @@ def test_handle_errors_are_responses_never_exceptions(lab: Lab, req: dict, error
 def test_aio_server_socket_is_owner_only_and_removed_on_close(served) -> None:  # type: ignore[no-untyped-def]
     lab, path, srv = served
     st = os.stat(path)
-    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid()
+    assert (
+        stat.S_ISSOCK(st.st_mode)
+        and stat.S_IMODE(st.st_mode) == 0o600
+        and st.st_uid == os.geteuid()
+    )
     assert request(path, "ping")["name"] == "server"
     srv.close()
     assert not os.path.exists(path)
@@ -135,9 +166,13 @@ def test_aio_server_refuses_overlong_request(served) -> None:  # type: ignore[no
     assert request(path, "ping")["protocol"] == 1
 
 
-def test_after_set_hook_runs_on_successful_set(lab: Lab, loop_thread: LoopThread, sockdir: Path) -> None:
+def test_after_set_hook_runs_on_successful_set(
+    lab: Lab, loop_thread: LoopThread, sockdir: Path
+) -> None:
     calls: list[int] = []
-    srv = loop_thread.serve(lab.server, str(sockdir / "c.sock"), lambda: lab.now, after_set=lambda: calls.append(1))
+    srv = loop_thread.serve(
+        lab.server, str(sockdir / "c.sock"), lambda: lab.now, after_set=lambda: calls.append(1)
+    )
     try:
         request(srv.path, "sysctl-set", key="tcp_sack", value="0")
         with pytest.raises(ControlError):
@@ -150,7 +185,10 @@ def test_after_set_hook_runs_on_successful_set(lab: Lab, loop_thread: LoopThread
 def test_encode_chunks_is_encode_in_slices(lab: Lab) -> None:
     small = handle(lab.server, {"cmd": "ss", "info": True}, lab.now)
     assert list(encode_chunks(small)) == [encode(small)]
-    big = {"ok": True, "result": {"now_us": 5, "sockets": [{"n": i, "s": "x"} for i in range(1000)]}}
+    big = {
+        "ok": True,
+        "result": {"now_us": 5, "sockets": [{"n": i, "s": "x"} for i in range(1000)]},
+    }
     parts = list(encode_chunks(big, chunk=100))
     assert len(parts) == 12 and b"".join(parts) == encode(big)
     only = {"ok": True, "result": {"sockets": [{"n": i} for i in range(10)]}}
@@ -168,7 +206,9 @@ def test_aio_server_large_answer_in_slices(loop_thread: LoopThread, sockdir: Pat
             socks = c.call("ss", info=True)["sockets"]
             assert len(socks) == 701
             assert sorted(s["remote_port"] for s in socks[1:]) == list(range(20000, 20700))
-            assert all(s["state"] == "ESTABLISHED" and s["info"]["rtt"] == 10_000 for s in socks[1:])
+            assert all(
+                s["state"] == "ESTABLISHED" and s["info"]["rtt"] == 10_000 for s in socks[1:]
+            )
             assert c.call("stat")["states"]["ESTABLISHED"] == 700  # the session goes on
     finally:
         loop_thread.loop.call_soon_threadsafe(srv.close)
@@ -201,7 +241,10 @@ def test_default_paths() -> None:
     assert run == "/run/tcpstack/tcpstack-0.sock"
     assert tmp == f"/tmp/tcpstack-{os.geteuid()}/tcpstack-0.sock"
     assert default_path("tcpstack-0") in (run, tmp)
-    assert find_path(f"tcpstack-nothing-{os.getpid()}") == f"/run/tcpstack/tcpstack-nothing-{os.getpid()}.sock"
+    assert (
+        find_path(f"tcpstack-nothing-{os.getpid()}")
+        == f"/run/tcpstack/tcpstack-nothing-{os.getpid()}.sock"
+    )
 
 
 def test_client_errors_are_clear(sockdir: Path) -> None:
@@ -319,14 +362,23 @@ def test_other_user_cannot_connect_to_the_0600_socket(served) -> None:  # type: 
 
 
 def test_peercred_check_refuses_other_uids_even_if_the_mode_lets_them_in(
-        lab: Lab, loop_thread: LoopThread, sockdir: Path) -> None:
+    lab: Lab, loop_thread: LoopThread, sockdir: Path
+) -> None:
     require_root("the permission test (it runs a client as uid 65534)")
     path = str(sockdir / "open.sock")
-    srv = loop_thread.serve(lab.server, path, lambda: lab.now, mode=0o666)  # as if someone chmod'ed it
+    srv = loop_thread.serve(
+        lab.server, path, lambda: lab.now, mode=0o666
+    )  # as if someone chmod'ed it
     try:
         out = _connect_as(NOBODY, path)
-        assert out == {"response": {"ok": False, "error": (
-            f"permission denied: this control socket belongs to uid {os.geteuid()}; uid {NOBODY} may not use it")}}
+        assert out == {
+            "response": {
+                "ok": False,
+                "error": (
+                    f"permission denied: this control socket belongs to uid {os.geteuid()}; uid {NOBODY} may not use it"
+                ),
+            }
+        }
         assert srv.refused == 1 and srv.requests == 0
     finally:
         loop_thread.loop.call_soon_threadsafe(srv.close)
@@ -337,7 +389,10 @@ def test_threaded_server_peercred_check(lab: Lab, sockdir: Path) -> None:
     path = str(sockdir / "open-t.sock")
     with ThreadedControlServer(_FakeDriver(lab), path, mode=0o666) as srv:
         out = _connect_as(NOBODY, path)
-        assert out["response"]["ok"] is False and "uid 65534 may not use it" in out["response"]["error"]
+        assert (
+            out["response"]["ok"] is False
+            and "uid 65534 may not use it" in out["response"]["error"]
+        )
         assert srv.refused == 1 and srv.requests == 0
 
 
@@ -380,5 +435,7 @@ def test_cli_as_another_user_says_permission_denied(served) -> None:  # type: ig
     os.close(r)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 1, out
-    assert out.decode() == (f"tcpstack ss: permission denied: {path} belongs to uid {os.geteuid()} (root); "
-                            f"run as that user (you are uid {NOBODY})\n")
+    assert out.decode() == (
+        f"tcpstack ss: permission denied: {path} belongs to uid {os.geteuid()} (root); "
+        f"run as that user (you are uid {NOBODY})\n"
+    )

@@ -75,8 +75,13 @@ def _ip(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def tcpstack(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tcpstack.cli.main", *argv],
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "tcpstack.cli.main", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 class Up:
@@ -87,7 +92,10 @@ class Up:
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tcpstack.cli.main", "up", "--netns", ns, "-q", *args],
-                stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+            )
 
     def stdout(self) -> str:
         return self.out.read_text(errors="replace")
@@ -104,7 +112,9 @@ class Up:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.02)
-        raise AssertionError(f"tcpstack up did not get ready: rc={self.proc.poll()}\n{self.stdout()}\n{self.stderr()}")
+        raise AssertionError(
+            f"tcpstack up did not get ready: rc={self.proc.poll()}\n{self.stdout()}\n{self.stderr()}"
+        )
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -121,7 +131,10 @@ class Up:
             self.proc.kill()
             self.proc.wait(5)
             # A killed `up` cannot remove its socket file (the next one would replace it).
-            for p in (f"/run/tcpstack/{self.ns}.sock", f"/tmp/tcpstack-{os.geteuid()}/{self.ns}.sock"):
+            for p in (
+                f"/run/tcpstack/{self.ns}.sock",
+                f"/tmp/tcpstack-{os.geteuid()}/{self.ns}.sock",
+            ):
                 if os.path.exists(p):
                     os.unlink(p)
         if os.path.exists(f"/run/netns/{self.ns}"):
@@ -149,7 +162,9 @@ def _leftovers(ns: str, path: str) -> list[str]:
 
 def _kernel_ss(ns: str) -> list[tuple[str, str, str]]:
     """(state, local, peer) of the kernel's TCP sockets in ``ns``."""
-    r = subprocess.run(["ip", "netns", "exec", ns, "ss", "-tanH"], capture_output=True, text=True, timeout=10)
+    r = subprocess.run(
+        ["ip", "netns", "exec", ns, "ss", "-tanH"], capture_output=True, text=True, timeout=10
+    )
     return [tuple(ln.split()[i] for i in (0, 3, 4)) for ln in r.stdout.splitlines()]  # type: ignore[misc]
 
 
@@ -163,8 +178,13 @@ def test_up_control_socket_end_to_end(ups: list[Up], tmp_path: Path, sockdir: Pa
     st = os.stat(path)
     assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
 
-    kernel = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", KERNEL_SIDE, ADDR],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kernel = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", KERNEL_SIDE, ADDR],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = kernel.stdout.readline() if kernel.stdout else ""
         assert line, kernel.stderr.read() if kernel.stderr else ""
@@ -177,18 +197,24 @@ def test_up_control_socket_end_to_end(ups: list[Up], tmp_path: Path, sockdir: Pa
             assert r.returncode == 0, r.stderr
             socks = json.loads(r.stdout)["sockets"]
             states = sorted((s["state"], s["local_port"], s["remote_port"]) for s in socks)
-            want = sorted([("LISTEN", 7, 0), ("LISTEN", 80, 0), ("TIME-WAIT", 80, ports["web"])]
-                          + [("ESTABLISHED", 7, p) for p in ports["held"]])
+            want = sorted(
+                [("LISTEN", 7, 0), ("LISTEN", 80, 0), ("TIME-WAIT", 80, ports["web"])]
+                + [("ESTABLISHED", 7, p) for p in ports["held"]]
+            )
             if states == want or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         assert states == want
         for s in socks:
             if s["state"] == "ESTABLISHED":
-                assert s["remote_addr"] == KERNEL and s["info"]["rtt"] > 0 and s["info"]["snd_mss"] > 0
+                assert (
+                    s["remote_addr"] == KERNEL and s["info"]["rtt"] > 0 and s["info"]["snd_mss"] > 0
+                )
                 assert s["info"]["bytes_received"] == 4 and s["info"]["bytes_acked"] == 4
             if s["state"] == "TIME-WAIT":
-                assert s["timer"]["name"] == "timewait" and 0 < s["timer"]["expires_us"] <= 60_000_000
+                assert (
+                    s["timer"]["name"] == "timewait" and 0 < s["timer"]["expires_us"] <= 60_000_000
+                )
 
         # The kernel, an independent witness: the mirror of each connection, and the
         # TIME-WAIT of the connection it closed itself (the closer keeps TIME-WAIT).
@@ -207,11 +233,23 @@ def test_up_control_socket_end_to_end(ups: list[Up], tmp_path: Path, sockdir: Pa
 
         r = tcpstack("stat", "--control", path, "--json")
         doc = json.loads(r.stdout)
-        assert doc["states"] == {"CLOSED": 0, "LISTEN": 2, "SYN-SENT": 0, "SYN-RECEIVED": 0, "ESTABLISHED": 3,
-                                 "FIN-WAIT-1": 0, "FIN-WAIT-2": 0, "CLOSE-WAIT": 0, "CLOSING": 0,
-                                 "LAST-ACK": 0, "TIME-WAIT": 1}
+        assert doc["states"] == {
+            "CLOSED": 0,
+            "LISTEN": 2,
+            "SYN-SENT": 0,
+            "SYN-RECEIVED": 0,
+            "ESTABLISHED": 3,
+            "FIN-WAIT-1": 0,
+            "FIN-WAIT-2": 0,
+            "CLOSE-WAIT": 0,
+            "CLOSING": 0,
+            "LAST-ACK": 0,
+            "TIME-WAIT": 1,
+        }
         mib = doc["mib"]
-        assert mib["TcpPassiveOpens"] == 5 and mib["TcpActiveOpens"] == 0 and mib["TcpCurrEstab"] == 3
+        assert (
+            mib["TcpPassiveOpens"] == 5 and mib["TcpActiveOpens"] == 0 and mib["TcpCurrEstab"] == 3
+        )
         assert mib["TcpInSegs"] > 0 and mib["TcpOutSegs"] > 0
 
         r = tcpstack("sysctl", "--control", path, "net.ipv4.tcp_syncookies=2")
@@ -219,7 +257,9 @@ def test_up_control_socket_end_to_end(ups: list[Up], tmp_path: Path, sockdir: Pa
         r = tcpstack("sysctl", "--control", path, "tcp_syncookies")
         assert r.stdout == "net.ipv4.tcp_syncookies = 2\n"
         r = tcpstack("sysctl", "--control", path, "tcp_tw_recycle=1")
-        assert r.returncode == 1 and r.stderr.startswith("tcpstack sysctl: tcp_tw_recycle is refused:")
+        assert r.returncode == 1 and r.stderr.startswith(
+            "tcpstack sysctl: tcp_tw_recycle is refused:"
+        )
     finally:
         if kernel.stdin:
             kernel.stdin.close()
@@ -250,7 +290,9 @@ def test_up_default_control_path_found_by_netns(ups: list[Up], tmp_path: Path) -
     assert _leftovers(ns, path) == []
 
 
-def test_second_up_on_the_same_control_socket_fails_cleanly(ups: list[Up], tmp_path: Path, sockdir: Path) -> None:
+def test_second_up_on_the_same_control_socket_fails_cleanly(
+    ups: list[Up], tmp_path: Path, sockdir: Path
+) -> None:
     path = str(sockdir / "shared.sock")
     first = Up(tmp_path, _ns(), "--serve", "echo:7", "--control", path)
     ups.append(first)
@@ -260,7 +302,8 @@ def test_second_up_on_the_same_control_socket_fails_cleanly(ups: list[Up], tmp_p
     assert second.proc.wait(20) == 1
     assert second.stderr().strip() == (
         f"tcpstack up: cannot open the control socket {path}: [Errno 98] {path} is in use: "
-        "another tcpstack is serving there")
+        "another tcpstack is serving there"
+    )
     assert not os.path.exists(f"/run/netns/{second.ns}")  # it removed what it created
     assert tcpstack("stat", "--control", path, "--json").returncode == 0  # the first is untouched
     assert first.stop() == 0, first.stderr()

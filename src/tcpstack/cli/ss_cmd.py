@@ -43,10 +43,16 @@ SS_NAMES: dict[str, str] = {
 # ---------------------------------------------------------------------- shared by ss, stat, sysctl
 def add_control_args(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--control", metavar="PATH",
-                       help="the control socket of a running `tcpstack up` (printed at its start-up)")
-    where.add_argument("--netns", metavar="NAME",
-                       help=f"find the control socket of `tcpstack up --netns NAME` (default {DEFAULT_NETNS})")
+    where.add_argument(
+        "--control",
+        metavar="PATH",
+        help="the control socket of a running `tcpstack up` (printed at its start-up)",
+    )
+    where.add_argument(
+        "--netns",
+        metavar="NAME",
+        help=f"find the control socket of `tcpstack up --netns NAME` (default {DEFAULT_NETNS})",
+    )
 
 
 def control_path(args: argparse.Namespace) -> str:
@@ -59,8 +65,22 @@ def fail(cmd: str, msg: str, code: int = 1) -> int:
 
 
 # ---------------------------------------------------------------------- filters (ss's syntax, a subset)
-_OP_WORDS = {"=": "==", "==": "==", "eq": "==", "!=": "!=", "ne": "!=", "neq": "!=",
-             "<": "<", "lt": "<", "<=": "<=", "le": "<=", ">": ">", "gt": ">", ">=": ">=", "ge": ">="}
+_OP_WORDS = {
+    "=": "==",
+    "==": "==",
+    "eq": "==",
+    "!=": "!=",
+    "ne": "!=",
+    "neq": "!=",
+    "<": "<",
+    "lt": "<",
+    "<=": "<=",
+    "le": "<=",
+    ">": ">",
+    "gt": ">",
+    ">=": ">=",
+    "ge": ">=",
+}
 
 
 def _port(text: str) -> int:
@@ -119,7 +139,9 @@ def parse_filter(tokens: list[str]) -> tuple[list[str] | None, list[list[Any]]]:
         elif t in ("or", "||", "|", "not", "!", "(", ")"):
             raise ValueError(f"`{tokens[i]}` is not supported: conditions are ANDed")
         else:
-            raise ValueError(f"unknown filter word {tokens[i]!r}; use state/exclude NAME, sport/dport OP :PORT")
+            raise ValueError(
+                f"unknown filter word {tokens[i]!r}; use state/exclude NAME, sport/dport OP :PORT"
+            )
     if not any_state and not exclude:
         return None, ports
     chosen = (include if any_state else set(State)) - exclude
@@ -151,7 +173,9 @@ def timer_text(timer: dict[str, Any] | None) -> str:
     """``timer:(on,200ms,0)`` as ss -o prints it ("" when no timer runs)."""
     if not timer:
         return ""
-    return f"timer:({timer['name']},{format_ms_timer(timer['expires_us'] // 1000)},{timer['retrans']})"
+    return (
+        f"timer:({timer['name']},{format_ms_timer(timer['expires_us'] // 1000)},{timer['retrans']})"
+    )
 
 
 def _ms(us: int) -> str:
@@ -175,7 +199,14 @@ def info_text(info: dict[str, Any]) -> str:
     parts.append(f"cwnd:{info['snd_cwnd']}")
     if info.get("snd_ssthresh", 0xFFFF) < 0xFFFF:  # ss hides the "infinite" initial ssthresh
         parts.append(f"ssthresh:{info['snd_ssthresh']}")
-    for k in ("bytes_acked", "bytes_received", "segs_out", "segs_in", "data_segs_out", "data_segs_in"):
+    for k in (
+        "bytes_acked",
+        "bytes_received",
+        "segs_out",
+        "segs_in",
+        "data_segs_out",
+        "data_segs_in",
+    ):
         if info.get(k):
             parts.append(f"{k}:{info[k]}")
     if info.get("unacked"):
@@ -197,23 +228,35 @@ def _port_text(port: int) -> str:
     return str(port) if port else "*"
 
 
-def render_table(records: Iterable[dict[str, Any]], *, show_state: bool = True, timers: bool = False,
-                 info: bool = False, header: bool = True) -> list[str]:
+def render_table(
+    records: Iterable[dict[str, Any]],
+    *,
+    show_state: bool = True,
+    timers: bool = False,
+    info: bool = False,
+    header: bool = True,
+) -> list[str]:
     """ss -tan's table: State, Recv-Q, Send-Q, Local Address:Port, Peer Address:Port
     (addresses right-aligned against the colon, as ss does), plus ``timer:(...)``
     with ``timers`` and a tab-indented tcp_info line under each connection with
     ``info``.  Trailing spaces are stripped."""
-    rows = []
+    rows: list[tuple[str, str, str, str, str, str, str, str, str | None]] = []
     for r in records:
-        rows.append((
-            SS_NAMES.get(r["state"], r["state"]), str(r["recv_q"]), str(r["send_q"]),
-            _addr(r["local_addr"]), _port_text(r["local_port"]),
-            _addr(r["remote_addr"]), _port_text(r["remote_port"]),
-            timer_text(r.get("timer")) if timers or info else "",
-            info_text(r["info"]) if info and r.get("info") else None,
-        ))
+        rows.append(
+            (
+                SS_NAMES.get(r["state"], r["state"]),
+                str(r["recv_q"]),
+                str(r["send_q"]),
+                _addr(r["local_addr"]),
+                _port_text(r["local_port"]),
+                _addr(r["remote_addr"]),
+                _port_text(r["remote_port"]),
+                timer_text(r.get("timer")) if timers or info else "",
+                info_text(r["info"]) if info and r.get("info") else None,
+            )
+        )
     heads = ("State", "Recv-Q", "Send-Q", "Local Address", "Port", "Peer Address", "Port")
-    w = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(heads)]
+    w = [max([len(h)] + [len(row[i] or "") for row in rows]) for i, h in enumerate(heads)]
 
     def line(cols: tuple[str, ...], extra: str = "") -> str:
         st, rq, sq, la, lp, ra, rp = cols
@@ -233,7 +276,8 @@ def render_table(records: Iterable[dict[str, Any]], *, show_state: bool = True, 
 # ---------------------------------------------------------------------- the command
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "ss", help="list the sockets of a running tcpstack, like ss -tan",
+        "ss",
+        help="list the sockets of a running tcpstack, like ss -tan",
         description="The sockets of a running `tcpstack up` (through its control socket), one line "
         "each as `ss -tan` prints the kernel's: LISTEN (Recv-Q = accept queue, Send-Q = backlog), "
         "half-open SYN-RECV, connections, TIME-WAIT. FILTER is ss's: `state NAME` (established, "
@@ -242,13 +286,31 @@ def register(sub: Any) -> None:
         epilog=f"State words: {', '.join(STATE_GROUPS)} (or RFC 9293 names). --json uses RFC 9293 names.",
     )
     add_control_args(p)
-    p.add_argument("-i", "--info", action="store_true",
-                   help="per-connection info: rtt/rttvar (ms), rto, cwnd, ssthresh, windows, mss, retrans; and timers")
-    p.add_argument("-o", "--options", action="store_true", help="timers: timer:(on|keepalive|timewait|persist,EXPIRY,N)")
+    p.add_argument(
+        "-i",
+        "--info",
+        action="store_true",
+        help="per-connection info: rtt/rttvar (ms), rto, cwnd, ssthresh, windows, mss, retrans; and timers",
+    )
+    p.add_argument(
+        "-o",
+        "--options",
+        action="store_true",
+        help="timers: timer:(on|keepalive|timewait|persist,EXPIRY,N)",
+    )
     p.add_argument("-l", "--listening", action="store_true", help="only listening sockets")
-    p.add_argument("--port", type=_port_arg, metavar="PORT", help="only sockets with PORT as local or peer port")
+    p.add_argument(
+        "--port",
+        type=_port_arg,
+        metavar="PORT",
+        help="only sockets with PORT as local or peer port",
+    )
     p.add_argument("-H", "--no-header", action="store_true", help="no header line")
-    p.add_argument("--json", action="store_true", help="one JSON object: {\"sockets\": [...]}, RFC 9293 state names")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object: {"sockets": [...]}, RFC 9293 state names',
+    )
     # ss habits, accepted and ignored: tcpstack has only TCP, prints numbers, shows all states.
     for flag, what in (("-t", "--tcp"), ("-a", "--all"), ("-n", "--numeric")):
         p.add_argument(flag, what, action="store_true", help=argparse.SUPPRESS)
@@ -271,7 +333,10 @@ def run(args: argparse.Namespace) -> int:
     if args.listening:
         states = [S.LISTEN.value] if states is None else [s for s in states if s == S.LISTEN.value]
     single_state = states is not None and len(states) == 1 and not args.listening
-    req: dict[str, Any] = {"info": args.info or args.json, "timers": args.options or args.info or args.json}
+    req: dict[str, Any] = {
+        "info": args.info or args.json,
+        "timers": args.options or args.info or args.json,
+    }
     if states is not None:
         req["states"] = states
     if args.port is not None:
@@ -286,7 +351,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"sockets": records}, indent=1))
         return 0
-    for ln in render_table(records, show_state=not single_state, timers=args.options,
-                           info=args.info, header=not args.no_header):
+    for ln in render_table(
+        records,
+        show_state=not single_state,
+        timers=args.options,
+        info=args.info,
+        header=not args.no_header,
+    ):
         print(ln)
     return 0

@@ -42,14 +42,22 @@ NETSTAT_NAMES: dict[str, str] = {
 }
 
 
-def render(result: dict[str, Any], *, all_counters: bool = False, prev: dict[str, int] | None = None,
-           interval: float | None = None) -> list[str]:
+def render(
+    result: dict[str, Any],
+    *,
+    all_counters: bool = False,
+    prev: dict[str, int] | None = None,
+    interval: float | None = None,
+) -> list[str]:
     """States (non-zero, or all with ``all_counters``), a blank line, ``#tcpstack``
     and the counters as nstat prints them (``%-32s%-16d``).  With ``prev`` and
     ``interval`` a third column gives the change per second, as nstat's rate."""
     states = result["states"]
-    out = [f"{NETSTAT_NAMES[name]} {states.get(name, 0)}"
-           for name in NETSTAT_NAMES if all_counters or states.get(name, 0)]
+    out = [
+        f"{NETSTAT_NAMES[name]} {states.get(name, 0)}"
+        for name in NETSTAT_NAMES
+        if all_counters or states.get(name, 0)
+    ]
     out.append("")
     out.append("#tcpstack")
     for name, value in result["mib"].items():
@@ -65,19 +73,29 @@ def render(result: dict[str, Any], *, all_counters: bool = False, prev: dict[str
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "stat", help="sockets per state and MIB counters of a running tcpstack (netstat/nstat style)",
+        "stat",
+        help="sockets per state and MIB counters of a running tcpstack (netstat/nstat style)",
         description="Counts per TCP state (netstat's names) and the MIB counters in nstat's names "
         "(TcpActiveOpens, TcpExtListenOverflows, ...) of a running `tcpstack up`, read through its "
         "control socket. Non-zero counters only unless -a.",
     )
     add_control_args(p)
-    p.add_argument("-a", "--all", action="store_true", help="show every state and counter, zeros too")
-    p.add_argument("--watch", type=_positive, metavar="SECONDS",
-                   help="refresh every SECONDS (in place on a terminal) until Ctrl-C, with rates per second")
+    p.add_argument(
+        "-a", "--all", action="store_true", help="show every state and counter, zeros too"
+    )
+    p.add_argument(
+        "--watch",
+        type=_positive,
+        metavar="SECONDS",
+        help="refresh every SECONDS (in place on a terminal) until Ctrl-C, with rates per second",
+    )
     p.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N refreshes")
-    p.add_argument("--json", action="store_true",
-                   help="JSON: {\"states\": {RFC 9293 name: count}, \"mib\": {nstat name: value}} "
-                   "(one object per line with --watch)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='JSON: {"states": {RFC 9293 name: count}, "mib": {nstat name: value}} '
+        "(one object per line with --watch)",
+    )
     p.set_defaults(func=run)
 
 
@@ -91,8 +109,13 @@ def _positive(text: str) -> float:
     return v
 
 
-def _show(result: dict[str, Any], args: argparse.Namespace, prev: dict[str, int] | None,
-          interval: float | None, clear: bool) -> None:
+def _show(
+    result: dict[str, Any],
+    args: argparse.Namespace,
+    prev: dict[str, int] | None,
+    interval: float | None,
+    clear: bool,
+) -> None:
     if args.json:
         print(json.dumps({"states": result["states"], "mib": result["mib"]}), flush=True)
         return

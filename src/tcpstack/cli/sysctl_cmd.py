@@ -34,7 +34,8 @@ def format_line(name: str, value: Any, *, values_only: bool = False) -> str:
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "sysctl", help="read or set the tunables of a running tcpstack, like sysctl(8)",
+        "sysctl",
+        help="read or set the tunables of a running tcpstack, like sysctl(8)",
         description="Read (`KEY`) or set (`KEY=VALUE`) the tunables of a running `tcpstack up` "
         "through its control socket. Keys are Linux's sysctl names, with or without net.ipv4. "
         "(net.core. for somaxconn); output is sysctl(8)'s `net.ipv4.tcp_syncookies = 2`.",
@@ -43,9 +44,19 @@ def register(sub: Any) -> None:
     p.add_argument("-a", "--all", action="store_true", help="list every tunable")
     p.add_argument("-n", "--values", action="store_true", help="print values only, no names")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the values set")
-    p.add_argument("-w", "--write", action="store_true", help="accepted for sysctl(8) habit (KEY=VALUE sets anyway)")
+    p.add_argument(
+        "-w",
+        "--write",
+        action="store_true",
+        help="accepted for sysctl(8) habit (KEY=VALUE sets anyway)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object: {full name: value}")
-    p.add_argument("assignments", nargs="*", metavar="KEY[=VALUE]", help="a tunable to read, or to set to VALUE")
+    p.add_argument(
+        "assignments",
+        nargs="*",
+        metavar="KEY[=VALUE]",
+        help="a tunable to read, or to set to VALUE",
+    )
     p.set_defaults(func=run)
 
 

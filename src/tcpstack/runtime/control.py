@@ -92,7 +92,9 @@ def candidate_paths(netns: str) -> list[str]:
 def default_path(netns: str) -> str:
     """The path a new server should use: under /run if it is writable, else /tmp."""
     run, tmp = candidate_paths(netns)
-    if os.access(RUN_DIR, os.W_OK | os.X_OK) or (not os.path.exists(RUN_DIR) and os.access("/run", os.W_OK | os.X_OK)):
+    if os.access(RUN_DIR, os.W_OK | os.X_OK) or (
+        not os.path.exists(RUN_DIR) and os.access("/run", os.W_OK | os.X_OK)
+    ):
         return run
     return tmp
 
@@ -117,7 +119,10 @@ def _prepare_dir(path: str) -> None:
             os.mkdir(d, mode)
         st = os.lstat(d)
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-            raise PermissionError(errno.EPERM, f"{d} is not a directory owned by uid {os.geteuid()}; refusing to use it")
+            raise PermissionError(
+                errno.EPERM,
+                f"{d} is not a directory owned by uid {os.geteuid()}; refusing to use it",
+            )
         if d != RUN_DIR and stat.S_IMODE(st.st_mode) & 0o077:
             os.chmod(d, 0o700)
 
@@ -128,7 +133,9 @@ def bind_control_socket(path: str, mode: int = 0o600) -> socket.socket:
     A stale socket file (nobody listening) is replaced; a live one is an error
     (another stack is serving there), as is a path that is not a socket."""
     if len(os.fsencode(path)) > _SUN_PATH_MAX:
-        raise OSError(errno.ENAMETOOLONG, f"control socket path is longer than {_SUN_PATH_MAX} bytes: {path}")
+        raise OSError(
+            errno.ENAMETOOLONG, f"control socket path is longer than {_SUN_PATH_MAX} bytes: {path}"
+        )
     _prepare_dir(path)
     try:
         st = os.lstat(path)
@@ -136,7 +143,9 @@ def bind_control_socket(path: str, mode: int = 0o600) -> socket.socket:
         pass
     else:
         if not stat.S_ISSOCK(st.st_mode):
-            raise OSError(errno.EEXIST, f"{path} exists and is not a socket; refusing to replace it")
+            raise OSError(
+                errno.EEXIST, f"{path} exists and is not a socket; refusing to replace it"
+            )
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.settimeout(1.0)
         try:
@@ -166,7 +175,10 @@ def peer_uid(sock: Any) -> int:
 
 
 def refusal(uid: int, owner: int) -> dict[str, Any]:
-    return {"ok": False, "error": f"permission denied: this control socket belongs to uid {owner}; uid {uid} may not use it"}
+    return {
+        "ok": False,
+        "error": f"permission denied: this control socket belongs to uid {owner}; uid {uid} may not use it",
+    }
 
 
 # ---------------------------------------------------------------------- snapshots
@@ -204,7 +216,9 @@ def parse_states(words: Iterable[str]) -> set[State]:
         try:
             out.add(State(w.strip().upper().replace("_", "-")))
         except ValueError:
-            raise ValueError(f"unknown state {w!r}; one of: {', '.join(STATE_GROUPS)} or an RFC 9293 name") from None
+            raise ValueError(
+                f"unknown state {w!r}; one of: {', '.join(STATE_GROUPS)} or an RFC 9293 name"
+            ) from None
     return out
 
 
@@ -275,11 +289,13 @@ def ss_records(
     conds = _conditions(ports)
     timers = timers or info
 
-    def keep(state: State, key: tuple[str, int, str, int]) -> bool:
+    def keep(state: State, key: Any) -> bool:
         if want is not None and state not in want:
             return False
-        return all(op(key[i], port) if i >= 0 else (op(key[1], port) or op(key[3], port))
-                   for i, op, port in conds)
+        return all(
+            op(key[i], port) if i >= 0 else (op(key[1], port) or op(key[3], port))
+            for i, op, port in conds
+        )
 
     out: list[dict[str, Any]] = []
     append = out.append
@@ -289,11 +305,19 @@ def ss_records(
         addr = lst.local_addr or "*"
         if want_listen and keep(S.LISTEN, (addr, lst.local_port, "*", 0)):
             rec: dict[str, Any] = {
-                "kind": "listener", "id": lst.conn_id, "state": S.LISTEN.value,
-                "local_addr": addr, "local_port": lst.local_port, "remote_addr": "*", "remote_port": 0,
+                "kind": "listener",
+                "id": lst.conn_id,
+                "state": S.LISTEN.value,
+                "local_addr": addr,
+                "local_port": lst.local_port,
+                "remote_addr": "*",
+                "remote_port": 0,
                 # As ss shows a listener: Recv-Q is the accept queue, Send-Q the backlog.
-                "recv_q": len(lst.accept_queue), "send_q": lst.backlog,
-                "syn_queue": len(lst.requests), "accept_queue": len(lst.accept_queue), "backlog": lst.backlog,
+                "recv_q": len(lst.accept_queue),
+                "send_q": lst.backlog,
+                "syn_queue": len(lst.requests),
+                "accept_queue": len(lst.accept_queue),
+                "backlog": lst.backlog,
             }
             if timers:
                 rec["timer"] = None
@@ -306,21 +330,37 @@ def ss_records(
                 if not keep(S.SYN_RECEIVED, key):
                     continue
                 rec = {
-                    "kind": "request", "id": req.conn_id, "state": S.SYN_RECEIVED.value,
-                    "local_addr": key[0], "local_port": key[1], "remote_addr": key[2], "remote_port": key[3],
-                    "recv_q": 0, "send_q": 0,
+                    "kind": "request",
+                    "id": req.conn_id,
+                    "state": S.SYN_RECEIVED.value,
+                    "local_addr": key[0],
+                    "local_port": key[1],
+                    "remote_addr": key[2],
+                    "remote_port": key[3],
+                    "recv_q": 0,
+                    "send_q": 0,
                 }
                 if timers:
-                    rec["timer"] = None if req.timer_at is None else _ms_timer("on", req.timer_at, now, req.retries)
+                    rec["timer"] = (
+                        None
+                        if req.timer_at is None
+                        else _ms_timer("on", req.timer_at, now, req.retries)
+                    )
                 append(rec)
     for key, c in stack.conns.items():
         st = c.state
         if not keep(st, key):
             continue
         rec = {
-            "kind": "connection", "id": c.conn_id, "state": st.value,
-            "local_addr": key[0], "local_port": key[1], "remote_addr": key[2], "remote_port": key[3],
-            "recv_q": c.recvbuf.ready, "send_q": len(c.sendbuf),
+            "kind": "connection",
+            "id": c.conn_id,
+            "state": st.value,
+            "local_addr": key[0],
+            "local_port": key[1],
+            "remote_addr": key[2],
+            "remote_port": key[3],
+            "recv_q": c.recvbuf.ready,
+            "send_q": len(c.sendbuf),
         }
         if timers:
             rec["timer"] = _conn_timer(c, now)
@@ -336,16 +376,22 @@ def ss_records(
         tw_state = S.TIME_WAIT.value
         # The engine's TIME-WAIT records are packed bytes; Stack.sockets() gives
         # their ss view (TimeWaitView) after the listeners and connections.
-        for tw in stack.sockets()[len(stack.listeners) + len(stack.conns):]:
+        for tw in stack.sockets()[len(stack.listeners) + len(stack.conns) :]:
             if not isinstance(tw, TimeWaitView):
                 continue
             key = tw.key
             if conds and not keep(S.TIME_WAIT, key):
                 continue
             rec = {
-                "kind": "time-wait", "id": tw.conn_id, "state": tw_state,
-                "local_addr": key[0], "local_port": key[1], "remote_addr": key[2], "remote_port": key[3],
-                "recv_q": 0, "send_q": 0,
+                "kind": "time-wait",
+                "id": tw.conn_id,
+                "state": tw_state,
+                "local_addr": key[0],
+                "local_port": key[1],
+                "remote_addr": key[2],
+                "remote_port": key[3],
+                "recv_q": 0,
+                "send_q": 0,
             }
             if timers:
                 rec["timer"] = _ms_timer("timewait", tw.expires, now, 0)
@@ -370,16 +416,32 @@ def _jsonable(v: Any) -> Any:
 
 # ---------------------------------------------------------------------- requests
 def _cmd_ping(stack: Stack, req: dict[str, Any], now: int) -> Any:
-    return {"protocol": PROTOCOL_VERSION, "name": stack.name, "pid": os.getpid(),
-            "addresses": list(stack.addresses), "now_us": now}
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "name": stack.name,
+        "pid": os.getpid(),
+        "addresses": list(stack.addresses),
+        "now_us": now,
+    }
 
 
 def _cmd_ss(stack: Stack, req: dict[str, Any], now: int) -> Any:
     states = req.get("states")
-    if states is not None and not (isinstance(states, list) and all(isinstance(s, str) for s in states)):
+    if states is not None and not (
+        isinstance(states, list) and all(isinstance(s, str) for s in states)
+    ):
         raise ValueError("states must be a list of state names")
-    return {"now_us": now, "sockets": ss_records(stack, now, info=bool(req.get("info")), timers=bool(req.get("timers")),
-                                                 states=states, ports=req.get("ports"))}
+    return {
+        "now_us": now,
+        "sockets": ss_records(
+            stack,
+            now,
+            info=bool(req.get("info")),
+            timers=bool(req.get("timers")),
+            states=states,
+            ports=req.get("ports"),
+        ),
+    }
 
 
 def _cmd_stat(stack: Stack, req: dict[str, Any], now: int) -> Any:
@@ -389,7 +451,7 @@ def _cmd_stat(stack: Stack, req: dict[str, Any], now: int) -> Any:
 def _key(req: dict[str, Any]) -> str:
     key = req.get("key")
     if not isinstance(key, str) or not key.strip():
-        raise ValueError("missing \"key\" (a tunable name such as net.ipv4.tcp_syncookies)")
+        raise ValueError('missing "key" (a tunable name such as net.ipv4.tcp_syncookies)')
     return key
 
 
@@ -401,7 +463,7 @@ def _cmd_sysctl_get(stack: Stack, req: dict[str, Any], now: int) -> Any:
 def _cmd_sysctl_set(stack: Stack, req: dict[str, Any], now: int) -> Any:
     key = _key(req)
     if "value" not in req:
-        raise ValueError(f"missing \"value\" for {key}")
+        raise ValueError(f'missing "value" for {key}')
     stack.config.set(key, req["value"])
     return {"name": sysctl_name(key), "value": _jsonable(stack.config.get(key))}
 
@@ -427,7 +489,7 @@ def parse_request(line: bytes | str) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"bad request: not JSON ({exc})") from None
     if not isinstance(req, dict):
-        raise ValueError("bad request: a request is a JSON object with \"cmd\"")
+        raise ValueError('bad request: a request is a JSON object with "cmd"')
     return req
 
 
@@ -461,12 +523,14 @@ def encode_chunks(resp: dict[str, Any], chunk: int = CHUNK_RECORDS) -> Iterator[
     between slices (the snapshot is already taken: it is plain data)."""
     result = resp.get("result")
     socks = result.get("sockets") if resp.get("ok") and isinstance(result, dict) else None
-    if not isinstance(socks, list) or len(socks) <= chunk:
+    if not isinstance(result, dict) or not isinstance(socks, list) or len(socks) <= chunk:
         yield encode(resp)
         return
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     head = dumps({k: v for k, v in result.items() if k != "sockets"})
-    yield ('{"ok":true,"result":' + head[:-1] + ("," if len(head) > 2 else "") + '"sockets":[').encode()
+    yield (
+        '{"ok":true,"result":' + head[:-1] + ("," if len(head) > 2 else "") + '"sockets":['
+    ).encode()
     for i in range(0, len(socks), chunk):
         part = dumps(socks[i : i + chunk])[1:-1]
         yield ((",") + part if i else part).encode()
@@ -500,8 +564,15 @@ class AioControlServer:
     cannot change while the response is built.  ``after_set`` (optional) runs
     after a successful sysctl-set (e.g. the driver's ``changed``)."""
 
-    def __init__(self, stack: Stack, path: str, now: Callable[[], int], *, mode: int = 0o600,
-                 after_set: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        path: str,
+        now: Callable[[], int],
+        *,
+        mode: int = 0o600,
+        after_set: Callable[[], None] | None = None,
+    ) -> None:
         self.stack = stack
         self.path = path
         self.now = now
@@ -516,7 +587,9 @@ class AioControlServer:
         self._writers: set[asyncio.StreamWriter] = set()
 
     @classmethod
-    async def start(cls, stack: Stack, path: str, now: Callable[[], int], **kw: Any) -> AioControlServer:
+    async def start(
+        cls, stack: Stack, path: str, now: Callable[[], int], **kw: Any
+    ) -> AioControlServer:
         self = cls(stack, path, now, **kw)
         sock = bind_control_socket(path, self.mode)
         try:
@@ -561,7 +634,11 @@ class AioControlServer:
                             pass
                 return
             if len(self._clients) >= MAX_CLIENTS:
-                writer.write(encode({"ok": False, "error": f"too many control connections (max {MAX_CLIENTS})"}))
+                writer.write(
+                    encode(
+                        {"ok": False, "error": f"too many control connections (max {MAX_CLIENTS})"}
+                    )
+                )
                 await writer.drain()
                 return
             if task is not None:
@@ -571,7 +648,9 @@ class AioControlServer:
                 try:
                     line = await reader.readline()
                 except ValueError:  # longer than the limit
-                    writer.write(encode({"ok": False, "error": f"request longer than {MAX_LINE} bytes"}))
+                    writer.write(
+                        encode({"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
+                    )
                     await writer.drain()
                     return
                 if not line:
@@ -642,6 +721,7 @@ class ThreadedControlServer:
     def run(self, req: dict[str, Any]) -> dict[str, Any]:
         self.requests += 1
         stack = self.driver.stack
+
         def answer(now: int) -> dict[str, Any]:
             with _no_gc():
                 return handle(stack, req, now)
@@ -661,10 +741,19 @@ class ThreadedControlServer:
                 return
             if not self._slots.acquire(blocking=False):
                 with contextlib.suppress(OSError):
-                    conn.sendall(encode({"ok": False, "error": f"too many control connections (max {MAX_CLIENTS})"}))
+                    conn.sendall(
+                        encode(
+                            {
+                                "ok": False,
+                                "error": f"too many control connections (max {MAX_CLIENTS})",
+                            }
+                        )
+                    )
                 conn.close()
                 continue
-            threading.Thread(target=self._client, args=(conn,), name="tcpstack-control-client", daemon=True).start()
+            threading.Thread(
+                target=self._client, args=(conn,), name="tcpstack-control-client", daemon=True
+            ).start()
 
     def _client(self, conn: socket.socket) -> None:
         with self._lock:
@@ -688,7 +777,9 @@ class ThreadedControlServer:
                 if not line:
                     return
                 if len(line) > MAX_LINE:
-                    conn.sendall(encode({"ok": False, "error": f"request longer than {MAX_LINE} bytes"}))
+                    conn.sendall(
+                        encode({"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
+                    )
                     return
                 if line.strip():
                     try:
@@ -740,16 +831,22 @@ class ControlClient:
             self.sock.connect(path)
         except FileNotFoundError:
             self.sock.close()
-            raise ControlError(f"no control socket at {path} (is `tcpstack up` running? "
-                               "give its --netns or --control)") from None
+            raise ControlError(
+                f"no control socket at {path} (is `tcpstack up` running? "
+                "give its --netns or --control)"
+            ) from None
         except ConnectionRefusedError:
             self.sock.close()
-            raise ControlError(f"nothing is listening on {path} (a stale socket of a stopped tcpstack?)") from None
+            raise ControlError(
+                f"nothing is listening on {path} (a stale socket of a stopped tcpstack?)"
+            ) from None
         except PermissionError:
             self.sock.close()
             owner = _owner(path)
-            raise ControlError(f"permission denied: {path} belongs to {owner}; run as that user "
-                               f"(you are uid {os.geteuid()})") from None
+            raise ControlError(
+                f"permission denied: {path} belongs to {owner}; run as that user "
+                f"(you are uid {os.geteuid()})"
+            ) from None
         except OSError as exc:
             self.sock.close()
             raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
@@ -765,7 +862,9 @@ class ControlClient:
         except TimeoutError:
             raise ControlError(f"no answer from {self.path} (timed out)") from None
         except OSError as exc:
-            raise ControlError(f"control connection to {self.path} failed: {exc.strerror or exc}") from None
+            raise ControlError(
+                f"control connection to {self.path} failed: {exc.strerror or exc}"
+            ) from None
         if not line:
             raise ControlError(f"{self.path} closed the connection without an answer")
         try:
