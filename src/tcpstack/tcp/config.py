@@ -57,6 +57,7 @@ class Config:
     tcp_orphan_retries: int = 0  # Linux: 0 means 8 for orphaned sockets
     tcp_fin_timeout: int = 60  # seconds an orphaned FIN-WAIT-2 lives (NOT the TIME-WAIT length)
     tcp_timewait_len: int = 60  # tcpstack-only: TIME-WAIT length in s (Linux: fixed TCP_TIMEWAIT_LEN=60)
+    tcp_invalid_ratelimit: int = 500  # ms between challenge ACKs on one connection (Linux: 500)
     tcp_keepalive_time: int = 7200
     tcp_keepalive_intvl: int = 75
     tcp_keepalive_probes: int = 9

@@ -88,7 +88,7 @@ class Connection:
         "error", "waker", "nodelay", "keepalive", "user_timeout_ms", "linger",
         # timers (absolute µs, None = off)
         "rtx_at", "persist_at", "delack_at", "keepalive_at", "fin2_at", "timer_at",
-        "persist_backoff", "keepalive_probes", "retries", "first_rtx_at", "last_rcv_at",
+        "persist_backoff", "keepalive_probes", "retries", "first_rtx_at", "last_rcv_at", "last_oow_ack_at",
         # estimators and congestion control
         "rtt", "rtt_seq", "rtt_time", "cc", "last_send_at",
         # statistics (tcp_info)
@@ -170,6 +170,7 @@ class Connection:
         self.retries = 0
         self.first_rtx_at: int | None = None
         self.last_rcv_at = now  # keepalive idles from the last segment received (as Linux)
+        self.last_oow_ack_at = -(1 << 62)  # the last challenge ACK (rate limit)
 
         self.rtt = RtoEstimator(
             cfg.tcp_rto_initial_ms * 1000, cfg.tcp_rto_min_us, cfg.tcp_rto_max_ms * 1000
@@ -291,7 +292,8 @@ class Connection:
         cfg = self.config
         mss = syn.mss
         if mss is None:
-            mss = 536  # RFC 9293 §3.7.1 (MUST-15): default send MSS 536 (IPv4)
+            # RFC 9293 §3.7.1 (MUST-15): default send MSS 536 for IPv4, 1220 for IPv6.
+            mss = 1220 if ":" in self.remote_addr else 536
         mss = max(mss, cfg.tcp_min_snd_mss)  # Linux clamps tiny MSS (CVE-2019-11479)
         self.snd_mss = min(mss, self.stack.mss_for(self.remote_addr))
         ws = syn.wscale
@@ -625,6 +627,10 @@ class Connection:
             if not flags & RST:
                 # "If an incoming segment is not acceptable, an acknowledgment should be sent"
                 self._drop(seg, now, "sequence number outside the window")
+                if self.sack_ok and seg.payload and seq.le(seq.add(seg.seq, len(seg.payload)), self.rcv_nxt):
+                    # RFC 2883: tell the sender it retransmitted needlessly (a D-SACK).
+                    self.dsack = (seg.seq, seq.add(seg.seq, len(seg.payload)))
+                    self.stack.mib.TCPDSACKOldSent += 1
                 self._send_ack(now)
             else:
                 self._drop(seg, now, "RST outside the window")
@@ -697,14 +703,19 @@ class Connection:
             else:
                 self._fail(ConnectionRefusedError(111, "Connection refused"), now)
         elif st in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT):
-            self.recvbuf.clear()
+            # Data already received stays readable; recv() raises once it is drained (Linux).
             self._fail(ConnectionResetError(104, "Connection reset by peer"), now)
         else:  # CLOSING, LAST-ACK, TIME-WAIT
             self._to_closed(now, "rcv RST")
 
     def _challenge_ack(self, now: int, why: str) -> None:
-        """RFC 5961 §3.2/§4.2/§5.2: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>, rate-limited by the stack."""
+        """RFC 5961 §3.2/§4.2/§5.2: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>.  Rate-limited
+        (RFC 5961 §7) per connection, at most one per tcp_invalid_ratelimit (Linux:
+        500 ms), and per stack (tcp_challenge_ack_limit per second)."""
+        if now - self.last_oow_ack_at < self.config.tcp_invalid_ratelimit * 1000:
+            return
         if self.stack.challenge_ack_allowed(now):
+            self.last_oow_ack_at = now
             self.stack.mib.TCPChallengeACK += 1
             self.stack._emit(now, self, ev.INFO, f"challenge ACK ({why})")
             self._send_ack(now)
@@ -733,7 +744,9 @@ class Connection:
             self._drop(seg, now, "ACK of data never sent")
             self._challenge_ack(now, "ACK beyond SND.NXT")
             return False
-        if seq.lt(ack, seq.add(self.snd_una, -max(self.max_snd_wnd, 1))):
+        # MAX.SND.WND bounded by what was ever acknowledged, as Linux does
+        # (min(max_window, bytes_acked)): early in a connection no old ACK is plausible.
+        if seq.lt(ack, seq.add(self.snd_una, -max(min(self.max_snd_wnd, self.bytes_acked + 1), 1))):
             self._drop(seg, now, "ACK too old")
             self._challenge_ack(now, "ACK older than the window")
             return False
@@ -972,7 +985,7 @@ class Connection:
             elif self.user_closed and self.state in CAN_RECEIVE:
                 # Linux: data for a closed socket is answered with RST (TCPAbortOnData).
                 self.stack.mib.TCPAbortOnData += 1
-                self._send_rst(self.snd_nxt, now)
+                self._send_rst_for(seg, now)  # as Linux: a reset that answers this segment
                 self._to_closed(now, "data after close()")
                 return
             # CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: "ignore the segment text".
@@ -1303,7 +1316,9 @@ class Connection:
             payload: bytes | memoryview = b""
             if n:
                 payload = sb.peek(sb.head + seq.diff(sseq, snd_una), n)
-                if n == data_left:
+                if n == data_left or (not retransmitting and room - n < min(mss, data_left - n)):
+                    # The end of what is queued, or the last segment a window lets out
+                    # now: PSH (Linux marks the last segment of each such flight).
                     flags |= PSH
             seg = self._make_segment(sseq, flags, payload, now)
             end = seq.add(sseq, n + (1 if fin else 0))
@@ -1496,6 +1511,7 @@ class Connection:
             self.keepalive_at = idle_until  # the peer spoke since: idle again from then
             return
         if self.keepalive_probes >= cfg.tcp_keepalive_probes:
+            self._send_rst(self.snd_nxt, now)  # Linux tells a peer that might come back
             self._fail(TimeoutError(110, "Connection timed out (keepalive probes unanswered)"), now)
             return
         self.keepalive_probes += 1
