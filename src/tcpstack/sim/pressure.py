@@ -39,7 +39,7 @@ from typing import Any
 
 from ..tcp import Config, Connection, Listener, Stack, State
 from ..wire.ip import build_ip_tcp
-from ..wire.tcp import SYN, Opt, Segment
+from ..wire.tcp import ACK, SYN, Opt, Segment
 from .link import LinkParams
 from .network import Network
 
@@ -249,9 +249,11 @@ def run_synflood(
 
     net.call_at(start, legit_connect)
 
+    flood_end = flood_us + delay_us + 1  # every spoofed SYN has reached the server
+
     def done() -> bool:
         conn = st["conn"]
-        if conn is None or sent[0] < syns:
+        if conn is None or sent[0] < syns or net.now < flood_end:
             return False
         return st["rcvd"] >= legit_bytes or conn.state is State.CLOSED
 
@@ -303,7 +305,8 @@ class TimeWaitResult:
     open_connections: int  # TCBs left on either side once the exchanges are over (should be 0)
     timewait_entries: int  # TIME-WAIT entries held by the side that closed first, at the peak
     other_side_timewait: int  # ... and by the other side (should be 0)
-    bytes_per_timewait: int | None  # tracemalloc: memory held per TIME-WAIT entry
+    bytes_per_timewait: int | None  # the table's memory() per entry (sys.getsizeof of what it owns)
+    bytes_per_timewait_traced: int | None  # tracemalloc over the whole run, per entry (None: not traced)
     record_bytes: int  # sys.getsizeof of one record + its 4-tuple key + the port int in it
     established_sample: int
     bytes_per_established: int | None  # tracemalloc: per idle ESTABLISHED endpoint (one TCB)
@@ -413,50 +416,60 @@ def run_timewait(
     close_first: str = "client",
     interval_us: int = 50,
     established_sample: int = 1_000,
-    measure_memory: bool = True,
+    trace_memory: bool = False,
     seed: int = 1,
 ) -> TimeWaitResult:
     """``connections`` short connections; the side that closes first ends up
     holding them all in TIME-WAIT.  Measures bytes per entry (and per idle
-    ESTABLISHED endpoint), then checks that 2*MSL later none is left."""
+    ESTABLISHED endpoint), then checks that 2*MSL later none is left.
+
+    Bytes per TIME-WAIT entry come from the table's own accounting
+    (``TimeWaitTable.memory()``); ``trace_memory`` also measures them with
+    tracemalloc over the whole run (everything the closing host keeps, about
+    three times slower).  ESTABLISHED connections are always measured with
+    tracemalloc, started only for that phase."""
     cfg = _config(config)
     lo, hi = cfg.ip_local_port_range
     if connections > hi - lo + 1 and close_first == "client":
         raise ValueError(f"{connections} connections need more ephemeral ports than ip_local_port_range {lo}-{hi}")
     wall0 = time.perf_counter()
-    if measure_memory:
+    if trace_memory:
         tracemalloc.start()
-    try:
-        net, client, server = _pair(seed, cfg)
-        apps = _ShortConnections(net, client, server, close_first)
-        closer, other = (client, server) if close_first == "client" else (server, client)
-
-        before = _mem() if measure_memory else 0
-        for i in range(connections):
-            net.call_at(i * interval_us, apps.open)
-        last_open = max(connections - 1, 0) * interval_us
-        # Let every connection finish and stale timers (delayed ACK, RTO) drain.
-        net.run(until=last_open + 3_000_000, max_events=50 * connections + 100_000)
-        entries = len(closer.timewait)
-        other_entries = len(other.timewait)
-        open_conns = len(closer.conns) + len(other.conns)
-        per_tw = None
-        if measure_memory and entries:
-            per_tw = round((_mem() - before) / entries)
-        record_bytes = 0
+    net, client, server = _pair(seed, cfg)
+    apps = _ShortConnections(net, client, server, close_first)
+    closer, other = (client, server) if close_first == "client" else (server, client)
+    before = _mem() if trace_memory else 0
+    for i in range(connections):
+        net.call_at(i * interval_us, apps.open)
+    last_open = max(connections - 1, 0) * interval_us
+    # Let every connection finish and stale timers (delayed ACK, RTO) drain.
+    net.run(until=last_open + 3_000_000, max_events=50 * connections + 100_000)
+    entries = len(closer.timewait)
+    other_entries = len(other.timewait)
+    open_conns = len(closer.conns) + len(other.conns)
+    per_tw = round(closer._tw.memory() / entries) if entries else None
+    per_tw_traced = None
+    if trace_memory:
         if entries:
-            key, rec = next(iter(closer.timewait.items()))
-            record_bytes = sys.getsizeof(rec) + sys.getsizeof(key) + sys.getsizeof(key[1] if close_first == "client" else key[3])
+            per_tw_traced = round((_mem() - before) / entries)
+        tracemalloc.stop()
+    record_bytes = 0
+    if entries:
+        key, rec = next(iter(closer.timewait.items()))
+        port = key[1] if close_first == "client" else key[3]
+        record_bytes = sys.getsizeof(rec) + sys.getsizeof(key) + sys.getsizeof(port)
 
-        # 2*MSL after the last entry was made, none is left.
-        net.run(until=net.now + cfg.tcp_timewait_len * 1_000_000 + 1_000_000, max_events=10 * connections + 100_000)
-        left = len(closer.timewait)
-        tw_counter = closer.mib.TW
+    # 2*MSL after the last entry was made, none is left.
+    net.run(until=net.now + cfg.tcp_timewait_len * 1_000_000 + 1_000_000, max_events=10 * connections + 100_000)
+    left = len(closer.timewait)
+    tw_counter = closer.mib.TW
 
-        # For comparison: idle ESTABLISHED connections (both ends hold a TCB).
-        per_est = None
-        if measure_memory and established_sample:
-            apps.hold = []
+    # For comparison: idle ESTABLISHED connections (both ends hold a TCB).
+    per_est = None
+    if established_sample:
+        apps.hold = []
+        tracemalloc.start()
+        try:
             base = _mem()
             for i in range(established_sample):
                 net.call_at(net.now + i * interval_us, apps.open)
@@ -465,10 +478,9 @@ def run_timewait(
             est = sum(1 for c in apps.hold if c.state is State.ESTABLISHED)
             if est:
                 per_est = round((_mem() - base) / (2 * est))
-            apps.hold = None
-    finally:
-        if measure_memory:
+        finally:
             tracemalloc.stop()
+        apps.hold = None
     return TimeWaitResult(
         connections=connections,
         close_first=close_first,
@@ -476,6 +488,7 @@ def run_timewait(
         timewait_entries=entries,
         other_side_timewait=other_entries,
         bytes_per_timewait=per_tw,
+        bytes_per_timewait_traced=per_tw_traced,
         record_bytes=record_bytes,
         established_sample=established_sample if per_est is not None else 0,
         bytes_per_established=per_est,
@@ -540,3 +553,59 @@ def run_port_reuse(
         tw_recycled=client.mib.TWRecycled,
     )
 
+
+# ============================================================================ forged cookies
+@dataclass
+class ForgedAcksResult:
+    tries: int
+    accepted: int  # forged ACKs that made a connection (SyncookiesRecv)
+    failed: int  # SyncookiesFailed: checked and refused
+    rsts: int  # RSTs the listener answered with
+    wall_s: float  # wall-clock time of the stack's receive() for all of them
+    per_s: float
+
+    def summary(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_forged_acks(tries: int = 1_000_000, *, seed: int = 1, batch: int = 10_000) -> ForgedAcksResult:
+    """Blind cookie guessing: ``tries`` ACKs with random sequence and
+    acknowledgment numbers from random spoofed sources, at a listener that has
+    just sent a cookie (so every ACK is checked as one).  None should pass:
+    the odds are about 2/256 * 4/2**24 per try."""
+    cfg = Config()
+    cfg.set("tcp_syncookies", 2)
+    server = Stack([SERVER_ADDR], cfg, seed=seed, name="server")
+    listener = server.listen(SERVER_PORT, 0)
+    now = 1_000_000
+    server.receive(build_ip_tcp(CLIENT_ADDR, SERVER_ADDR, Segment(40000, SERVER_PORT, 1, 0, SYN, 65535, 0,
+                                                                   (Opt(2, 1460),), b"")), now)
+    server.transmit()
+    rng = random.Random(seed ^ 0xC00C1E)
+    spent = 0.0
+    rsts = 0
+    done = 0
+    while done < tries:
+        n = min(batch, tries - done)
+        packets = []
+        for _ in range(n):
+            src = f"{SPOOF_PREFIX}{rng.randrange(256)}.{rng.randrange(1, 255)}"
+            seg = Segment(rng.randrange(1024, 65536), SERVER_PORT, rng.getrandbits(32), rng.getrandbits(32),
+                          ACK, 502, 0, (), b"")
+            packets.append(build_ip_tcp(src, SERVER_ADDR, seg))
+        receive = server.receive
+        t = time.perf_counter()
+        for p in packets:
+            receive(p, now)
+        spent += time.perf_counter() - t
+        rsts += len(server.transmit())
+        done += n
+    mib = server.mib
+    return ForgedAcksResult(
+        tries=tries,
+        accepted=mib.SyncookiesRecv + len(listener.accept_queue),
+        failed=mib.SyncookiesFailed,
+        rsts=rsts,
+        wall_s=round(spent, 3),
+        per_s=round(tries / spent) if spent else 0.0,
+    )

@@ -300,39 +300,38 @@ class Stack:
         raise OSError(EADDRNOTAVAIL, f"no local {'IPv6' if v6 else 'IPv4'} address to reach {remote}")
 
     def _ephemeral_port(self, local: str, remote: str, rport: int, now: int) -> int:
-        """A port in ip_local_port_range for this 4-tuple, chosen as Linux's
-        __inet_hash_connect() does: RFC 6056 Algorithm 4 (double hash).  A keyed
-        hash of (local, remote, remote port) gives a start and one of 65536
-        perturbation counters; ports of the range's first parity are tried,
-        then the others; the counter moves past the port taken (plus a little
-        randomness), so successive connections to one destination walk the
-        range instead of landing on ports just used (and still in TIME-WAIT).
-        A port is usable if its 4-tuple is free, or in TIME-WAIT and
-        tcp_tw_reuse allows taking it over; ports with a listener are skipped.
-        Running out gives EADDRNOTAVAIL, as connect(2) does."""
+        """A port in ip_local_port_range for this 4-tuple: RFC 6056 Algorithm 4
+        (double hash), as Linux's __inet_hash_connect().  A keyed hash of
+        (local, remote, remote port) gives a start and one of 65536
+        perturbation counters; the counter moves past the port taken (plus a
+        little randomness, as Linux >= 5.18), so successive connections to
+        one destination walk the range instead of landing on ports just used
+        and still in TIME-WAIT.  A port is usable if its 4-tuple is free, or
+        in TIME-WAIT and tcp_tw_reuse allows taking it over; ports with a
+        listener are skipped.  Running out gives EADDRNOTAVAIL, as connect(2).
+
+        Unlike Linux, every port is tried in one pass: Linux tries the ports
+        of the range's first parity, then the others (leaving odd ports to
+        bind()), which makes each connect() scan half the range once that
+        half is taken."""
         lo, hi = self.config.ip_local_port_range
         remaining = hi - lo + 1
-        if remaining > 1:
-            remaining &= ~1
         h = int.from_bytes(hashlib.blake2b(f"{local} {remote} {rport}".encode(), key=self.secret[:64],
                                            digest_size=8, person=b"ephemeral").digest(), "big")
         index = h & 0xFFFF
-        offset = ((self._port_perturb.get(index, 0) + (h >> 32)) % remaining) & ~1
+        perturb = self._port_perturb.get(index, 0)
+        offset = perturb + (h >> 32)
         conns, tws, listeners = self.conns, self.timewait, self.listeners
-        for _parity in (0, 1):
-            for i in range(0, remaining, 2):
-                port = lo + (offset + i) % remaining
-                key = (local, port, remote, rport)
-                if key in conns or (local, port) in listeners or ("", port) in listeners:
-                    continue
-                tw = tws.get(key)
-                if tw is not None and not reusable(tw, now, self.config, local, remote):
-                    continue
-                self._port_perturb[index] = self._port_perturb.get(index, 0) + max(i, self.rng.randrange(8) * 2) + 2
-                return port
-            offset += 1
-            if remaining <= 1:
-                break
+        for i in range(remaining):
+            port = lo + (offset + i) % remaining
+            key = (local, port, remote, rport)
+            if key in conns or (local, port) in listeners or ("", port) in listeners:
+                continue
+            tw = tws.get(key)
+            if tw is not None and not reusable(tw, now, self.config, local, remote):
+                continue
+            self._port_perturb[index] = perturb + max(i, self.rng.randrange(8)) + 1
+            return port
         raise OSError(EADDRNOTAVAIL, f"no free local port in ip_local_port_range {lo}-{hi} to {remote}:{rport} (EADDRNOTAVAIL)")
 
     def _arm(self, owner: TimerOwner, when: int) -> None:

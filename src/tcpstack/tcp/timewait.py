@@ -202,9 +202,11 @@ class TimeWaitTable:
 
     def memory(self) -> int:
         """Bytes the table owns (sys.getsizeof of the dict, the queues, every
-        record, every key tuple and the port ints in it that are not cached);
-        shared objects -- address strings, the stack -- are not counted."""
+        record, every key tuple and the port ints in it that are not cached,
+        the weak references to TCBs still held); shared objects -- address
+        strings, the stack, the TCBs themselves -- are not counted."""
         size = sys.getsizeof(self.records) + sys.getsizeof(self._keys) + sys.getsizeof(self._recs)
+        size += sys.getsizeof(self._conns) + sum(sys.getsizeof(r) for r in self._conns.values())
         for key, rec in self.records.items():
             size += sys.getsizeof(rec) + sys.getsizeof(key)
             size += sum(sys.getsizeof(p) for p in (key[1], key[3]) if p > 256)
