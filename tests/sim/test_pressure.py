@@ -37,17 +37,18 @@ def test_synflood_with_cookies_the_legit_client_connects_on_its_first_syn():
 
 def test_synflood_without_cookies_the_legit_client_waits_for_the_queue_to_drain():
     """As on Linux with tcp_syncookies=0: the spoofed requests hold the SYN queue
-    until their SYN-ACK retries run out (tcp_synack_retries=5: 63 s); the client
-    keeps retransmitting its SYN and gets in only then."""
+    until their SYN-ACK retries run out -- cut to 2 (1 + 2 + 4 = 7 s) because
+    old requests fill more than half of it (Linux's reqsk_timer_handler) --
+    and the client keeps retransmitting its SYN until one finds room."""
     cfg = Config(tcp_syncookies=0, tcp_max_syn_backlog=128)
     r = run_synflood(20_000, config=cfg, backlog=128)
     assert r.syn_queue_limit == 97 and r.syn_queue_max == 97  # the last quarter is never used
     assert r.syncookies_sent == 0
-    assert r.listen_drops >= 20_000 - 97
+    assert r.listen_drops == 20_000 - 97 + (r.legit_syn_transmissions - 1)
+    assert r.legit_connected and r.legit_bytes_ok
     assert r.legit_syn_transmissions > 1
-    assert not r.legit_connected or r.legit_connect_ms >= 63_000
-    if r.legit_connected:
-        assert r.legit_bytes_ok
+    assert 7_000 <= r.legit_connect_ms < 63_000  # 7 s here, not the 63 s of an unpruned queue
+    assert r.server_requests_end <= 64  # pruning stops once the queue is half empty
 
 
 def test_synflood_memory_stays_bounded():

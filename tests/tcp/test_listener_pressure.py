@@ -79,6 +79,34 @@ def test_requests_expire_after_synack_retries_with_backoff():
     assert lst.requests == {}
 
 
+def test_a_queue_clogged_with_old_requests_is_pruned_after_two_retries():
+    """Linux's reqsk_timer_handler: while the queue is more than half full of
+    old requests, at most 2 SYN-ACK retransmissions (1, 3 s) and the request
+    goes at 7 s -- until only half the room is taken; those keep the full
+    tcp_synack_retries."""
+    st = make_stack(plain_config(tcp_syncookies=0))
+    peer = Peer(st)
+    lst = st.listen(LPORT, 0, backlog=8)
+    flood(peer, 9)  # backlog + 1: full
+    assert len(lst.requests) == 9 and lst.young == 9
+    sent: dict[int, int] = {}
+    for t in range(0, 8_000_001, 250_000):
+        n = len(peer.poll(t))
+        if n:
+            sent[t] = n
+    assert sent == {1_000_000: 9, 3_000_000: 9, 7_000_000: 4}
+    assert len(lst.requests) == 4 and lst.young == 0  # 4 * 2 <= max(8, backlog): no more pruning
+
+
+def test_a_half_empty_queue_keeps_the_full_synack_retries():
+    st = make_stack(plain_config(tcp_syncookies=0))
+    peer = Peer(st)
+    lst = st.listen(LPORT, 0, backlog=8)
+    flood(peer, 4)  # 4 * 2 is not more than max(8, backlog)
+    st.poll(8_000_000)
+    assert len(lst.requests) == 4
+
+
 def test_retransmitted_syn_gets_the_synack_again_without_a_new_request(stack, peer):
     lst = stack.listen(LPORT, 0)
     (a,) = peer.send(0, seg(IRS, 0, SYN, opts=MSS_OPT))

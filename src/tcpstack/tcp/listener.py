@@ -119,6 +119,7 @@ class Listener:
         self.state = S.CLOSED
         self.history: list[State] = [S.CLOSED]
         self.syn_queue_max = 0  # the longest the SYN queue has been
+        self.young = 0  # requests whose SYN-ACK was never retransmitted (Linux: queue->young)
         self.last_cookie_at: int | None = None  # Linux: tcp_synq_overflow() stamp
         self._set_state(S.LISTEN, now, "passive OPEN")
 
@@ -154,6 +155,7 @@ class Listener:
         for req in self.requests.values():
             req.timer_at = None
         self.requests.clear()
+        self.young = 0
         while self.accept_queue:
             self.accept_queue.popleft().abort(now)
         self.stack.listeners.pop((self.local_addr, self.local_port), None)
@@ -243,6 +245,7 @@ class Listener:
             isn = stack.isn(key, now)
         req = Request(self, stack._new_id(), key, seg, isn, now)
         self.requests[key] = req
+        self.young += 1
         if len(self.requests) > self.syn_queue_max:
             self.syn_queue_max = len(self.requests)
         if stack.observers:
@@ -328,27 +331,51 @@ class Listener:
         req.sent_at = now
         stack.output_raw(req.conn_id, req.key[0], req.key[2], seg, now)
 
+    def _synack_retries(self) -> int:
+        """tcp_synack_retries, cut down when old requests clog the queue (Linux's
+        reqsk_timer_handler: "we reserve half of room for young embrions; and
+        abort old ones without pity").  Once the queue is more than half full,
+        each halving of the share of young requests (never retransmitted to)
+        takes one retry off, down to 2: a queue full of spoofed SYNs then
+        drains after 1 + 2 + 4 = 7 s instead of 63 s."""
+        retries = self.stack.config.tcp_synack_retries
+        qlen = len(self.requests)
+        if qlen * 2 > max(8, self.backlog):
+            young = self.young * 2
+            while retries > 2 and qlen >= young:
+                retries -= 1
+                young <<= 1
+        return retries
+
     def _request_timer(self, req: Request, now: int) -> None:
         """SYN-ACK retransmission with exponential backoff (1, 2, 4, ... s) up to
-        tcp_synack_retries, then the request is dropped."""
+        tcp_synack_retries (or fewer, _synack_retries), then the request is dropped."""
         if self.requests.get(req.key) is not req:
             return
         stack = self.stack
-        if req.retries >= stack.config.tcp_synack_retries:
-            del self.requests[req.key]
-            stack.mib.AttemptFails += 0  # Linux counts nothing for an expired request
+        if req.retries >= self._synack_retries():
+            self._forget(req)
+            # Linux counts nothing for an expired request.
             if stack.observers:
                 stack._emit_raw(now, req.conn_id, ev.STATE, req.key, (S.SYN_RECEIVED, S.CLOSED, "SYN-ACK retries exhausted"))
             return
+        if req.retries == 0:
+            self.young -= 1
         req.retries += 1
         stack.mib.TCPSynRetrans += 1
         stack.mib.RetransSegs += 1
         self._send_synack(req, now)
-        stack._arm(req, now + (stack.config.tcp_rto_initial_ms * 1000 << req.retries))
+        rto = min(stack.config.tcp_rto_initial_ms * 1000 << req.retries, stack.config.tcp_rto_max_ms * 1000)
+        stack._arm(req, now + rto)
+
+    def _forget(self, req: Request) -> None:
+        """Take ``req`` out of the SYN queue (keeping the count of young requests)."""
+        if self.requests.pop(req.key, None) is req and req.retries == 0:
+            self.young -= 1
+        req.timer_at = None
 
     def _drop_request(self, req: Request, now: int, cause: str) -> None:
-        self.requests.pop(req.key, None)
-        req.timer_at = None
+        self._forget(req)
         if self.stack.observers:
             self.stack._emit_raw(now, req.conn_id, ev.STATE, req.key, (S.SYN_RECEIVED, S.CLOSED, cause))
 
@@ -384,8 +411,7 @@ class Listener:
                 req.acked = True  # keep it: a later SYN-ACK retransmission re-elicits the ACK
                 stack._emit_raw(now, req.conn_id, ev.DROP, req.key, "accept queue full: final ACK dropped")
             return
-        del self.requests[req.key]
-        req.timer_at = None
+        self._forget(req)
         self._establish(req, seg, now)
 
     def _establish(self, req: Request, ack: Segment, now: int) -> None:
