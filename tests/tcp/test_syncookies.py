@@ -90,8 +90,8 @@ def test_cookie_lives_for_two_counter_periods():
 
 def test_forged_cookies_are_rejected():
     """20,000 random ACKs (random ISN and cookie): none decodes.  The chance for
-    one is about 2/256 * 4/2**24 (~1.9e-9); `tcpstack bench synflood --forge`
-    runs a million."""
+    one is about 2/256 * 4/2**24 (~1.9e-9); `tcpstack bench synflood --forged-acks 1000000`
+    sends a million through the listener."""
     c = SynCookies(b"k" * 32)
     rng = random.Random(4987)
     accepted = sum(

@@ -321,3 +321,47 @@ def test_other_destinations_share_ephemeral_ports():
     ts_time_wait(st, peer, lport=None)
     conn = st.connect("198.18.0.9", RPORT, 100_000)  # another 4-tuple: the port is free for it
     assert conn.local_port == 40000
+
+
+# ---------------------------------------------------------------- two stacks: the SYN that is not newer
+def pump(a: Stack, b: Stack, now: int, rounds: int = 20) -> None:
+    """Deliver packets between two stacks until both are quiet (no link delay)."""
+    for _ in range(rounds):
+        pa, pb = a.transmit(), b.transmit()
+        if not pa and not pb:
+            return
+        for p in pa:
+            b.receive(p, now)
+        for p in pb:
+            a.receive(p, now)
+
+
+def test_an_old_syn_on_a_server_time_wait_is_cleared_by_the_clients_rst():
+    """The classic Linux exchange: a client reconnects from the same port with an
+    ISN below the server's TIME-WAIT RCV.NXT (no timestamps, so nothing proves
+    it new).  The server ACKs what it expects; the client in SYN-SENT answers
+    that unacceptable ACK with RST <SEQ=SEG.ACK>, which is exactly RCV.NXT and
+    ends the TIME-WAIT (tcp_rfc1337=0); the client's retransmitted SYN then
+    opens a new connection."""
+    cfg = plain_config()
+    server = Stack([LOCAL], cfg, isn=FixedIsn(ISS), seed=1)
+    client = Stack([REMOTE], cfg.copy(), isn=FixedIsn(900_000), seed=2)
+    lst = server.listen(LPORT, 0)
+    c = client.connect(LOCAL, LPORT, 0, local_port=RPORT)
+    pump(client, server, 0)
+    s = lst.accept()
+    s.close(1000)  # the server closes first: TIME-WAIT on the server
+    pump(client, server, 1000)
+    c.close(2000)
+    pump(client, server, 2000)
+    assert len(server.timewait) == 1 and c.state is State.CLOSED
+    client.isn = FixedIsn(800_000)  # the new incarnation starts *below* the old one
+    c2 = client.connect(LOCAL, LPORT, 3000, local_port=RPORT)
+    pump(client, server, 3000)
+    assert server.timewait == {} and client.mib.OutRsts == 1
+    assert c2.state is State.SYN_SENT  # its SYN was answered by the ACK, not a SYN-ACK
+    client.poll(1_003_000)  # SYN retransmission
+    pump(client, server, 1_003_000)
+    assert c2.state is State.ESTABLISHED
+    s2 = lst.accept()
+    assert s2 is not None and s2.irs == 800_000
