@@ -258,3 +258,44 @@ def test_syn_sent_bad_ack_resends_syn_quickly(stack, peer):
     peer.send(10, seg(IRS, ISS + 99, ACK))  # a stale ACK from an old incarnation
     assert stack.next_deadline() == 2_010
     assert peer.poll(2_010) == [out(ISS, 0, SYN, 65535, opts=MSS_OPT)]
+
+
+def test_connect_to_broadcast_or_multicast_is_refused(stack):
+    # RFC 9293 MUST-46
+    for addr in ("255.255.255.255", "224.0.0.1", "ff02::1"):
+        with pytest.raises(OSError) as exc:
+            stack.connect(addr, 80, 0)
+        assert exc.value.errno == 101
+
+
+def test_syn_from_a_multicast_source_is_dropped(stack):
+    # RFC 9293 MUST-63: no SYN-ACK, no RST
+    from tcpstack.wire.ip import build_ip_tcp
+
+    stack.listen(LPORT, 0)
+    stack.receive(build_ip_tcp("224.0.0.9", LOCAL, seg(IRS, 0, SYN, opts=MSS_OPT)), 0)
+    assert stack.transmit() == [] and stack.mib.InErrs == 1
+
+
+def test_ipv6_peer_without_mss_defaults_to_1220():
+    st = Stack(["fd00:198:18::2"], plain_config(), isn=FixedIsn(ISS), seed=1)
+    lst = st.listen(LPORT, 0)
+    from tcpstack.wire.ip import build_ip_tcp
+
+    st.receive(build_ip_tcp("fd00:198:18::1", "fd00:198:18::2", seg(IRS, 0, SYN)), 0)
+    st.receive(build_ip_tcp("fd00:198:18::1", "fd00:198:18::2", seg(IRS + 1, ISS + 1, ACK)), 10)
+    conn = lst.accept()
+    assert conn is not None and conn.snd_mss == 1220  # RFC 9293 MUST-15
+
+
+def test_karn_no_rtt_sample_from_a_retransmitted_segment(stack, peer):
+    """RFC 6298 (3) / MUST-18: the ACK of a retransmitted segment gives no RTT sample."""
+    conn = established_client(stack, peer)
+    samples = conn.rtt.samples
+    conn.send(b"once", 2000)
+    peer.recv()
+    t = stack.next_deadline()
+    assert len(peer.poll(t)) == 1  # the RTO retransmission
+    peer.send(t + 5_000_000, seg(IRS + 1, ISS + 5, ACK))  # a very late ACK
+    assert conn.rtt.samples == samples
+    assert conn.rtt.srtt < 1_000_000  # not polluted by the 5 s

@@ -52,6 +52,11 @@ SYN_RETRY_AFTER_RST_US = 2_000  # Linux TCP_TIMEOUT_MIN: 2 jiffies (HZ=1000)
 NEED_RESET = frozenset({S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT})
 
 
+def default_mss(remote: str) -> int:
+    """RFC 9293 §3.7.1 (MUST-15): without an MSS option assume 536 (IPv4) or 1220 (IPv6)."""
+    return 1220 if ":" in remote else 536
+
+
 def syn_options(mss: int, ts_val: int | None, ts_ecr: int, sack: bool, wscale: int | None) -> tuple[Opt, ...]:
     """SYN / SYN-ACK options in Linux's byte layout, so packetdrill scripts written
     against Linux match: mss, [sackOK,TS | nop,nop,TS | nop,nop,sackOK], [nop,wscale]."""
@@ -292,8 +297,7 @@ class Connection:
         cfg = self.config
         mss = syn.mss
         if mss is None:
-            # RFC 9293 §3.7.1 (MUST-15): default send MSS 536 for IPv4, 1220 for IPv6.
-            mss = 1220 if ":" in self.remote_addr else 536
+            mss = default_mss(self.remote_addr)
         mss = max(mss, cfg.tcp_min_snd_mss)  # Linux clamps tiny MSS (CVE-2019-11479)
         self.snd_mss = min(mss, self.stack.mss_for(self.remote_addr))
         ws = syn.wscale

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from ..wire.tcp import ACK, RST, SYN, Segment
 from . import events as ev
 from . import seq
-from .connection import Connection, syn_options
+from .connection import Connection, default_mss, syn_options
 from .state import State
 from .syncookie import VALID_US, CookieOptions, decode_ts, encode_ts
 
@@ -57,7 +57,7 @@ class Request:
         self.key = key
         self.iss = iss
         self.irs = syn.seq
-        mss = syn.mss if syn.mss is not None else 536
+        mss = syn.mss if syn.mss is not None else default_mss(key[2])
         self.snd_mss = min(max(mss, cfg.tcp_min_snd_mss), listener.stack.mss_for(key[2]))
         self.ws_ok = bool(cfg.tcp_window_scaling and syn.wscale is not None)
         self.snd_wscale = min(syn.wscale or 0, 14) if self.ws_ok else 0
@@ -258,7 +258,7 @@ class Listener:
         """Answer a SYN with a cookie SYN-ACK and keep nothing (RFC 4987 §3.6)."""
         stack = self.stack
         cfg = stack.config
-        peer_mss = syn.mss if syn.mss is not None else 536
+        peer_mss = syn.mss if syn.mss is not None else default_mss(key[2])
         isn, _ = stack.syncookies.make(key, syn.seq, peer_mss, now)
         ts = syn.ts if cfg.tcp_timestamps else None
         if ts is not None:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from ..wire.errors import ChecksumError, IPChecksumError, MalformedPacket
 from ..wire.ip import build_ip_tcp, parse_ip_tcp
-from ..wire.tcp import ACK, RST, Segment
+from ..wire.tcp import ACK, RST, SYN, Segment
 from . import events as ev
 from .config import Config
 from .connection import Connection
@@ -42,8 +42,18 @@ from .syncookie import SynCookies
 from .timewait import TW_ISN_GAP, TimeWait, TimeWaitTable, reusable, unpack
 
 S = State
+ENETUNREACH = 101
 EADDRINUSE = 98
 EADDRNOTAVAIL = 99
+
+
+def not_unicast(addr: str) -> bool:
+    """Multicast, limited broadcast or unspecified (IPv4 224/4, 240/4 incl.
+    255.255.255.255, 0.0.0.0; IPv6 ff00::/8, ::)."""
+    if ":" in addr:
+        return addr.lower().startswith("ff") or addr == "::"
+    first = addr.split(".", 1)[0]
+    return int(first) >= 224 or addr == "0.0.0.0"
 
 
 class TimerOwner(Protocol):
@@ -125,6 +135,11 @@ class Stack:
         mib.InSegs += 1
         if dst not in self.addresses:
             self._emit_drop(now, f"not for us: {dst}")
+            return
+        if seg.flags & SYN and not_unicast(src):
+            # RFC 9293 §3.9.2.2 (MUST-63): a SYN from a broadcast or multicast source is dropped.
+            mib.InErrs += 1
+            self._emit_drop(now, f"SYN from a non-unicast source {src}")
             return
         key = (dst, seg.dst_port, src, seg.src_port)
         conn = self.conns.get(key)
@@ -226,6 +241,9 @@ class Stack:
         ``setup`` runs on the TCB before the SYN goes out (socket options)."""
         if not 0 < remote_port < 65536:
             raise ValueError(f"port must be 1..65535, got {remote_port}")
+        if not_unicast(remote_addr):
+            # RFC 9293 §3.9.1.1 (MUST-46): an OPEN to a broadcast or multicast address is refused.
+            raise OSError(ENETUNREACH, f"cannot open a TCP connection to {remote_addr}: not a unicast address")
         if local_addr is None:
             local_addr = self._source_for(remote_addr)
         elif local_addr not in self.addresses:
