@@ -85,3 +85,26 @@ def test_transfer_through_impaired_loopback_is_intact() -> None:
         assert got and hashlib.sha256(got[0]).digest() == hashlib.sha256(data).digest()
         assert imp.dropped > 0 and imp.duplicated > 0 and imp.reordered > 0
         assert h.stack.mib.RetransSegs > 0
+
+
+def test_offload_checksum_completion() -> None:
+    """A NEEDS_CSUM frame (the field holds the pseudo-header sum, Linux's
+    CHECKSUM_PARTIAL) comes out with the checksum a full computation gives."""
+    from tcpstack.runtime.driver import _complete_checksum
+    from tcpstack.runtime.tun import VnetHdr
+    from tcpstack.wire.checksum import pseudo_header_sum
+    from tcpstack.wire.ip import build_ip_tcp, parse_ip_tcp
+    from tcpstack.wire.tcp import ACK, Segment
+
+    for src, dst, ihl in (("198.18.0.1", "198.18.0.2", 20), ("fd00:198:18::1", "fd00:198:18::2", 40)):
+        whole = build_ip_tcp(src, dst, Segment(9000, 40000, 1, 2, ACK, 512, 0, (), os.urandom(30001)))
+        partial = bytearray(whole)
+        fam = socket.AF_INET6 if ":" in src else socket.AF_INET
+        psum = pseudo_header_sum(socket.inet_pton(fam, src), socket.inet_pton(fam, dst), 6, len(whole) - ihl)
+        partial[ihl + 16: ihl + 18] = psum.to_bytes(2, "big")
+        assert bytes(partial) != whole
+        done = _complete_checksum(VnetHdr.tcp_csum(ihl), memoryview(bytes(partial)))
+        assert bytes(done) == whole
+        parse_ip_tcp(done)  # verifies
+        plain = memoryview(whole)
+        assert _complete_checksum(VnetHdr(), plain) is plain  # nothing to do without NEEDS_CSUM

@@ -263,7 +263,7 @@ def test_nc_set_and_pcap(ns: str, tmp_path: Path) -> None:
     srv = PeerServer(ns, "source-server", 9006, 256 * 1024)
     try:
         p = nc(ns, "--addr", NC_ADDR, "-w", "20", "--set", "tcp_sack=0", "--set", "net.ipv4.tcp_timestamps=0",
-               "--pcap", str(pcap), KERNEL, "9006")
+               "--no-offload", "--pcap", str(pcap), KERNEL, "9006")
         res = srv.result()
     finally:
         srv.kill()

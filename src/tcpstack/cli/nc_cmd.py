@@ -9,7 +9,8 @@ the peer closes. nc brings up its own stack on its own TUN device in the
 namespace (created if missing, then removed on exit), so it works beside a
 running ``tcpstack up``: unless ``--addr`` says otherwise, the device gets the
 first free 198.18.N.0/24 (kernel 198.18.N.1, nc 198.18.N.2); ``-v`` prints
-which. Exit status: 0 after a clean close, 1 when the connection is refused,
+which. The device uses virtio-net offload, so the kernel hands over 64 KiB
+TSO super-segments (``--no-offload`` for plain MSS-sized packets). Exit status: 0 after a clean close, 1 when the connection is refused,
 reset or times out (with a one-line reason on stderr), 77 without the
 privileges (root, or CAP_NET_ADMIN and CAP_SYS_ADMIN), 2 on bad arguments.
 """
@@ -84,6 +85,9 @@ def register(sub: Any) -> None:
     p.add_argument("-w", "--timeout", type=_timeout, metavar="SECONDS",
                    help="give up on a connect, or on a connection idle in both directions, after SECONDS")
     p.add_argument("--pcap", metavar="FILE", help="write every packet nc's stack sends and receives to FILE")
+    p.add_argument("--no-offload", dest="offload", action="store_false",
+                   help="read plain MSS-sized packets from the TUN device instead of the kernel's "
+                   "64 KiB TSO/GRO super-segments (virtio-net offload, on by default)")
     p.add_argument("-v", "--verbose", action="store_true", help="say what is happening on stderr")
     add_tunable_args(p)
     p.set_defaults(func=run)
@@ -130,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     pcap = PcapWriter(args.pcap) if args.pcap else None
     try:
-        host = Host(args.netns, config=cfg, pcap=pcap, **_addresses(args, ipv6))
+        host = Host(args.netns, config=cfg, pcap=pcap, offload=args.offload, **_addresses(args, ipv6))
     except PermissionError as exc:
         print(f"tcpstack nc: {exc}", file=sys.stderr)
         return EX_NOPERM

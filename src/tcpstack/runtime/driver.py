@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
 from ..tcp import Stack
+from ..wire.checksum import internet_checksum
 
 T = TypeVar("T")
 
@@ -398,8 +399,13 @@ class Driver:
 
     def _read_device(self) -> None:
         # Drain the device (bounded: a few batches per wake-up so timers still run).
+        vnet = getattr(self.device, "vnet_hdr_len", 0)
         for _ in range(16):
-            pkts = self.device.read_batch(self.batch)
+            if vnet:
+                frames = self.device.read_batch_vnet(self.batch)  # type: ignore[attr-defined]
+                pkts: list[Any] = [_complete_checksum(h, p) for h, p in frames]
+            else:
+                pkts = self.device.read_batch(self.batch)
             if not pkts:
                 return
             now = now_us()
@@ -411,3 +417,27 @@ class Driver:
             self._flush()
             if n < self.batch:
                 return
+
+
+_NEEDS_CSUM = 1  # VIRTIO_NET_HDR_F_NEEDS_CSUM
+
+
+def _complete_checksum(hdr: Any, packet: memoryview) -> bytes | memoryview:
+    """A packet read with virtio-net offload, made whole for the engine.
+
+    With ``NEEDS_CSUM`` the kernel left the L4 checksum unfinished (Linux's
+    CHECKSUM_PARTIAL): the field at ``csum_start + csum_offset`` holds the
+    folded pseudo-header sum, so the checksum over ``packet[csum_start:]`` as
+    it stands is the value to store.  GSO super-segments (up to 64 KiB, one
+    TCP segment whose payload spans many MSS) need nothing else: the engine
+    takes one as a single large segment.
+    """
+    if not hdr.flags & _NEEDS_CSUM:
+        return packet
+    start = hdr.csum_start
+    field = start + hdr.csum_offset
+    if field + 2 > len(packet):
+        return packet  # malformed header: let the engine count the bad checksum
+    buf = bytearray(packet)
+    buf[field:field + 2] = internet_checksum(memoryview(buf)[start:]).to_bytes(2, "big")
+    return bytes(buf)
