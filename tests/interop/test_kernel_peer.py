@@ -231,10 +231,19 @@ def host(netns_name: str) -> Iterator[Host]:
         yield h
 
 
+@pytest.fixture(params=[False, True], ids=["plain", "offload"])
+def any_host(request: pytest.FixtureRequest, netns_name: str) -> Iterator[Host]:
+    """A host reading plain packets, or (offload) the kernel's 64 KiB super-segments."""
+    with Host(netns_name, seed=1, offload=request.param) as h:
+        assert h.tun.tun.offload == request.param
+        yield h
+
+
 # -- kernel client -> stack server ------------------------------------------------------------
 
 
-def test_kernel_client_echo_64mib_through_stack_server(host: Host) -> None:
+def test_kernel_client_echo_64mib_through_stack_server(any_host: Host) -> None:
+    host = any_host
     ns = host.netns
     before = nstat(ns)
     rec: dict[str, Any] = {}
@@ -244,7 +253,8 @@ def test_kernel_client_echo_64mib_through_stack_server(host: Host) -> None:
     assert "error" not in rec, rec.get("error")
     assert res["got"] == BIG and res["got_sha"] == res["sent_sha"]
     assert rec["echoed"] == BIG
-    print(f"\n[echo 64 MiB] kernel -> stack -> kernel: {mbps(2 * BIG, res['secs'])} "
+    mode = "offload" if host.tun.tun.offload else "plain"
+    print(f"\n[echo 64 MiB, {mode}] kernel -> stack -> kernel: {mbps(2 * BIG, res['secs'])} "
           f"({res['secs']:.2f} s round trip, stack retransmitted {host.stack.mib.RetransSegs} segments)")
     assert_kernel_clean(ns, before)
 
@@ -271,14 +281,6 @@ def test_half_close_kernel_shuts_down_write_side(host: Host) -> None:
 
 
 # -- stack client -> kernel server ------------------------------------------------------------
-
-
-@pytest.fixture(params=[False, True], ids=["plain", "offload"])
-def any_host(request: pytest.FixtureRequest, netns_name: str) -> Iterator[Host]:
-    """A host reading plain packets, or (offload) the kernel's 64 KiB super-segments."""
-    with Host(netns_name, seed=1, offload=request.param) as h:
-        assert h.tun.tun.offload == request.param
-        yield h
 
 
 def test_stack_client_upload_and_download_64mib(any_host: Host) -> None:

@@ -45,6 +45,7 @@ from typing import Any, Protocol, TypeVar
 
 from ..tcp import Stack
 from ..wire.checksum import internet_checksum
+from .tun import VnetHdr
 
 T = TypeVar("T")
 
@@ -93,7 +94,7 @@ class Impairment:
         self.reorder = reorder
         self.duplicate = duplicate
         self.rng = random.Random(seed)
-        self._held: list[tuple[int, int, bytes]] = []
+        self._held: list[tuple[int, int, Any]] = []  # (release time, tiebreak, packet)
         self._n = 0
         # counters
         self.packets = 0
@@ -111,10 +112,11 @@ class Impairment:
         return {"packets": self.packets, "dropped": self.dropped, "duplicated": self.duplicated,
                 "reordered": self.reordered, "held": len(self._held)}
 
-    def apply(self, packets: Iterable[bytes], now: int) -> list[bytes]:
-        """Impair ``packets``; returns those to deliver now (held ones come from ``release``)."""
+    def apply(self, packets: Iterable[Any], now: int) -> list[Any]:
+        """Impair ``packets`` (any objects: bytes, or (packet, gso) pairs with offload);
+        returns those to deliver now (held ones come from ``release``)."""
         rnd = self.rng.random
-        out: list[bytes] = []
+        out: list[Any] = []
         for p in packets:
             self.packets += 1
             if self.loss and rnd() < self.loss:
@@ -139,7 +141,7 @@ class Impairment:
                 heapq.heappush(self._held, (now + d, self._n, p))
         return out
 
-    def release(self, now: int) -> list[bytes]:
+    def release(self, now: int) -> list[Any]:
         """Held packets whose delay has passed, in release order."""
         held = self._held
         out = []
@@ -241,6 +243,16 @@ class Driver:
         #: True once stop() was called: blocked user calls wake up and fail.
         self.stopped = False
         self.loops = 0
+        # A device with a virtio-net header (TUN offload): the engine leaves checksums
+        # to the device (Stack(checksum_offload=True)) and, with gso_max, hands it
+        # TSO super-segments; the kernel hands us GRO/TSO super-segments in return.
+        self._vnet = bool(getattr(device, "vnet_hdr_len", 0))
+        if self._vnet and not stack.checksum_offload:
+            raise ValueError(
+                "the device has offload on (virtio-net headers): create the Stack with "
+                "checksum_offload=True (and gso_max for TSO), or open the device without offload"
+            )
+        self._hdrs: dict[tuple[int, int, int], Any] = {}
         # pcap wants wall-clock time; the engine runs on the monotonic clock.
         self._epoch_offset = time.time_ns() // 1000 - now_us()
 
@@ -333,19 +345,46 @@ class Driver:
             self._poke()
 
     def _flush(self) -> None:
-        out = self.stack.transmit()
+        stack = self.stack
+        vnet = self._vnet
+        out: list[Any]
+        if not vnet:
+            out = stack.transmit()
+        elif stack.gso_max:
+            out = stack.transmit_gso()  # (packet, gso_size) pairs
+        else:
+            out = [(p, 0) for p in stack.transmit()]
         if self.pcap is not None and out:
             t = now_us() + self._epoch_offset
-            for p in out:
-                self.pcap.write(t, p)
+            for item in out:
+                # With offload the engine wrote only the pseudo-header sum: record the
+                # packet as it will be on the wire (the kernel completes the checksum).
+                self.pcap.write(t, _finish_outgoing(item[0]) if vnet else item)
         egress = self.egress
         if egress is not None:
             now = now_us()
             out = egress.release(now) + egress.apply(out, now) if out else egress.release(now)
-        if out:
+        if not out:
+            return
+        if vnet:
+            self.device.write_batch_vnet([(self._vnet_hdr(p, gso), p) for p, gso in out])  # type: ignore[attr-defined]
+        else:
             self.device.write_batch(out)
 
-    def _deliver(self, pkts: list[bytes], now: int) -> None:
+    def _vnet_hdr(self, p: bytes, gso: int) -> Any:
+        ip_len = 20 if p[0] >> 4 == 4 else 40
+        tcp_len = (p[ip_len + 12] >> 4) * 4
+        key = (ip_len, tcp_len, gso)
+        h = self._hdrs.get(key)
+        if h is None:
+            if gso:
+                h = VnetHdr.tcp_gso(ip_len, tcp_len, gso, ipv6=ip_len == 40)
+            else:
+                h = VnetHdr.tcp_csum(ip_len)
+            self._hdrs[key] = h
+        return h
+
+    def _deliver(self, pkts: list[Any], now: int) -> None:
         pcap = self.pcap
         receive = self.stack.receive
         if pcap is not None:
@@ -399,11 +438,14 @@ class Driver:
 
     def _read_device(self) -> None:
         # Drain the device (bounded: a few batches per wake-up so timers still run).
-        vnet = getattr(self.device, "vnet_hdr_len", 0)
+        vnet = self._vnet
         for _ in range(16):
             if vnet:
                 frames = self.device.read_batch_vnet(self.batch)  # type: ignore[attr-defined]
-                pkts: list[Any] = [_complete_checksum(h, p) for h, p in frames]
+                if self.pcap is None:
+                    pkts: list[Any] = [p for _, p in frames]  # the engine skips checksums
+                else:  # capture what the wire would carry: finish the kernel's checksums
+                    pkts = [_complete_checksum(h, p) for h, p in frames]
             else:
                 pkts = self.device.read_batch(self.batch)
             if not pkts:
@@ -423,14 +465,13 @@ _NEEDS_CSUM = 1  # VIRTIO_NET_HDR_F_NEEDS_CSUM
 
 
 def _complete_checksum(hdr: Any, packet: memoryview) -> bytes | memoryview:
-    """A packet read with virtio-net offload, made whole for the engine.
+    """A packet read with virtio-net offload, made whole (for the capture).
 
     With ``NEEDS_CSUM`` the kernel left the L4 checksum unfinished (Linux's
     CHECKSUM_PARTIAL): the field at ``csum_start + csum_offset`` holds the
     folded pseudo-header sum, so the checksum over ``packet[csum_start:]`` as
     it stands is the value to store.  GSO super-segments (up to 64 KiB, one
-    TCP segment whose payload spans many MSS) need nothing else: the engine
-    takes one as a single large segment.
+    TCP segment whose payload spans many MSS) need nothing else.
     """
     if not hdr.flags & _NEEDS_CSUM:
         return packet
@@ -441,3 +482,10 @@ def _complete_checksum(hdr: Any, packet: memoryview) -> bytes | memoryview:
     buf = bytearray(packet)
     buf[field:field + 2] = internet_checksum(memoryview(buf)[start:]).to_bytes(2, "big")
     return bytes(buf)
+
+
+def _finish_outgoing(packet: bytes) -> bytes:
+    """An engine packet built for checksum offload (pseudo-header sum in the TCP
+    checksum field), with the checksum the kernel will complete."""
+    ip_len = 20 if packet[0] >> 4 == 4 else 40  # the engine sends no IP options
+    return bytes(_complete_checksum(VnetHdr.tcp_csum(ip_len), memoryview(packet)))

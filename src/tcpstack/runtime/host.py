@@ -30,7 +30,11 @@ from typing import Any
 
 from ..tcp import Config, Stack
 from .driver import Driver, Impairment, LoopbackDevice
-from .tun import DEFAULT_NETNS, KERNEL_ADDR4, STACK_ADDR4, NetnsTun
+from .tun import DEFAULT_NETNS, KERNEL_ADDR4, STACK_ADDR4, TUN_F_TSO4, TUN_F_TSO6, NetnsTun
+
+#: Payload bytes of one TSO super-segment: whole MSSs within the 64 KiB an IP
+#: packet can carry, headers included (as runtime.aio_driver.GSO_MAX).
+GSO_MAX = 65535 - 40 - 60
 
 #: Where hosts look for a free subnet: 198.18.N.0/24 for N in this range.
 SUBNET_RANGE = range(0, 256)
@@ -118,10 +122,11 @@ class Host(_HostBase):
     with ``subnet`` adds the subnet's IPv6 pair. ``egress``/``ingress``
     impair the stack->kernel / kernel->stack direction in the driver.
 
-    ``offload=True`` opens the device with virtio-net offload: the kernel then
-    hands over TSO/GRO super-segments of up to 64 KiB with unfinished
-    checksums, which the driver completes (one engine call per 64 KiB instead
-    of ~45). What the stack sends is unchanged (complete MSS-sized packets).
+    ``offload=True`` opens the device with virtio-net offload: the kernel
+    hands over TSO/GRO super-segments of up to 64 KiB (one engine call per
+    64 KiB instead of ~45) and completes checksums both ways, and the engine
+    sends super-segments of whole MSSs that the kernel cuts (TSO). No
+    per-byte work is left in Python on either path.
     """
 
     def __init__(
@@ -157,8 +162,14 @@ class Host(_HostBase):
         self.kernel_addr4 = kernel_addr4.split("/")[0] if kernel_addr4 else None
         self.kernel_addr6 = kernel_addr6.split("/")[0] if kernel_addr6 else None
         addrs = [a for a in (self.tun.stack_addr4, self.tun.stack_addr6) if a]
+        dev = self.tun.tun
+        # What the kernel accepted decides (TunDevice falls back cleanly).
+        tso = dev.offload and dev.offload_flags & (TUN_F_TSO4 | TUN_F_TSO6) == TUN_F_TSO4 | TUN_F_TSO6
         try:
-            self.stack = Stack(addrs, config or Config(), mtu=mtu, seed=seed, name=f"tcpstack@{netns}/{self.tun.ifname}")
+            self.stack = Stack(
+                addrs, config or Config(), mtu=mtu, seed=seed, name=f"tcpstack@{netns}/{self.tun.ifname}",
+                checksum_offload=dev.offload, gso_max=GSO_MAX if tso else 0,
+            )
             self._start(self.tun.tun, pcap, egress, ingress)
         except BaseException:
             self.tun.close()
