@@ -540,3 +540,22 @@ def test_getaddrinfo_numeric_only() -> None:
     assert socket.getaddrinfo("fd00::1", "81")[0][4] == ("fd00::1", 81, 0, 0)
     with pytest.raises(socket.gaierror):
         socket.getaddrinfo("example.com", 80)
+
+
+def test_unclosed_socket_is_closed_when_collected(host: LoopbackHost) -> None:
+    import gc
+    import warnings
+
+    srv = server()
+    c, a = pair(srv)
+    peer_conn = a.connection
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        del c
+        gc.collect()
+    assert any(issubclass(x.category, ResourceWarning) for x in w)
+    # The FIN arrives: the peer reads EOF.
+    assert a.recv(10) == b""
+    assert peer_conn.state is State.CLOSE_WAIT
+    a.close()
+    srv.close()

@@ -288,3 +288,52 @@ def test_nc_bad_arguments() -> None:
     p = subprocess.run([sys.executable, "-m", "tcpstack.cli.main", "nc", "--set", "nonsense=1", "198.18.0.1", "7"],
                        capture_output=True, text=True, timeout=30, check=False)
     assert p.returncode != 0 and "nonsense" in p.stderr
+
+
+def _start_listening_nc(ns: str, *args: str, stdin: Any = subprocess.DEVNULL,
+                        stdout: Any = subprocess.PIPE) -> tuple[subprocess.Popen[bytes], list[str]]:
+    """nc -v -l ... in the background; returns it once it says it is listening."""
+    proc = subprocess.Popen(nc_cmd(ns, "-v", "-l", *args), stdin=stdin, stdout=stdout,
+                            stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline().decode()
+        lines.append(line)
+        if "listening on" in line or not line:
+            break
+    assert "listening on" in lines[-1], lines
+    return proc, lines
+
+
+def test_nc_ipv6_listen(netns_name: str) -> None:
+    proc, lines = _start_listening_nc(netns_name, "-6", "-w", "30", "7000")
+    try:
+        stack_line = next(x for x in lines if x.startswith("tcpstack nc: stack "))
+        addr6 = next(a for a in stack_line.split()[3:5] if ":" in a)
+        r = in_ns(netns_name, sys.executable, "-c", PEER, "exchange-client", addr6, "7000", str(MiB))
+        assert r.returncode == 0, r.stderr
+        res = json.loads(r.stdout)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err.decode()
+    assert hashlib.sha256(out).hexdigest() == res["sent_sha"]  # kernel -> nc over IPv6
+    assert res["got"] == 0  # nc's stdin was empty: the kernel just gets EOF
+
+
+def test_nc_sigterm_removes_device_and_namespace(netns_name: str) -> None:
+    proc, _ = _start_listening_nc(netns_name, "9")
+    try:
+        assert os.path.exists(f"/run/netns/{netns_name}")
+        proc.terminate()
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 143
+    assert not os.path.exists(f"/run/netns/{netns_name}")

@@ -44,6 +44,7 @@ import selectors as _selectors
 import socket as _std
 import struct
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -678,6 +679,24 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
 
     def __enter__(self) -> socket:
         return self
+
+    def __del__(self) -> None:
+        # As CPython: an unclosed socket is closed when collected, with a ResourceWarning.
+        # The close runs later on the driver's loop (the collector may have interrupted
+        # any thread, even the loop itself in the middle of a segment).
+        if getattr(self, "_closed", True) or (self._conn is None and self._listener is None):
+            return
+        self._closed = True
+        conn, lst, d = self._conn, self._listener, self._driver
+        try:
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
+            if d.running:
+                if conn is not None:
+                    d.defer(conn.close)
+                if lst is not None:
+                    d.defer(lst.close)
+        except Exception:  # noqa: S110 - nothing may escape __del__ (e.g. at interpreter exit)
+            pass
 
     def __exit__(self, *exc: object) -> None:
         self.close()

@@ -22,6 +22,7 @@ import contextlib
 import errno
 import ipaddress
 import os
+import signal
 import sys
 import threading
 import time
@@ -81,6 +82,8 @@ def register(sub: Any) -> None:
                    help="nc's own address (default: 198.18.N.2 in the first free 198.18.N.0/24)")
     p.add_argument("--kernel-addr", metavar="ADDR/LEN",
                    help="the kernel's address on nc's device (default: .1 of --addr's /24)")
+    p.add_argument("-6", "--ipv6", action="store_true",
+                   help="IPv6 too: the device gets the subnet's fd00:198:18::N:1/112 (implied by an IPv6 HOST)")
     p.add_argument("-p", "--source-port", type=_port, metavar="PORT", help="local port to connect from")
     p.add_argument("-w", "--timeout", type=_timeout, metavar="SECONDS",
                    help="give up on a connect, or on a connection idle in both directions, after SECONDS")
@@ -130,8 +133,12 @@ def run(args: argparse.Namespace) -> int:
         port = _port(port_text)
     except argparse.ArgumentTypeError as exc:
         raise SystemExit(f"tcpstack nc: {exc}") from None
-    ipv6 = ":" in host_arg
+    ipv6 = ":" in host_arg or args.ipv6
     cfg = config_from_args(args)
+    # SIGTERM (and SIGHUP) unwind like Ctrl-C, so the device and a namespace we
+    # created are removed on the way out.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_exit)
     pcap = PcapWriter(args.pcap) if args.pcap else None
     try:
         host = Host(args.netns, config=cfg, pcap=pcap, offload=args.offload, **_addresses(args, ipv6))
@@ -145,8 +152,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         if args.verbose:
-            stack_addr = host.stack_addr6 if ipv6 else host.stack_addr4
-            kernel = host.kernel_addr6 if ipv6 else host.kernel_addr4
+            stack_addr = " ".join(a for a in (host.stack_addr4, host.stack_addr6) if a)
+            kernel = " ".join(a for a in (host.kernel_addr4, host.kernel_addr6) if a)
             _say(f"stack {stack_addr} on {host.ifname} in netns {host.netns} (kernel side {kernel})")
         return _session(args, host, host_arg, port, ipv6)
     except NcError as exc:
@@ -158,12 +165,16 @@ def run(args: argparse.Namespace) -> int:
             pcap.close()
 
 
+def _raise_exit(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _say(msg: str) -> None:
     print(f"tcpstack nc: {msg}", file=sys.stderr, flush=True)
 
 
 def _session(args: argparse.Namespace, host: Host, host_arg: str, port: int, ipv6: bool) -> int:
-    family = tsocket.AF_INET6 if ipv6 else tsocket.AF_INET
+    family = tsocket.AF_INET6 if ":" in host_arg or (args.listen and ipv6) else tsocket.AF_INET
     wait = args.timeout
     if args.listen:
         lst = tsocket.socket(family, driver=host)

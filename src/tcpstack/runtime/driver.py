@@ -253,6 +253,7 @@ class Driver:
                 "checksum_offload=True (and gso_max for TSO), or open the device without offload"
             )
         self._hdrs: dict[tuple[int, int, int], Any] = {}
+        self._deferred: deque[Callable[[int], Any]] = deque()
         # pcap wants wall-clock time; the engine runs on the monotonic clock.
         self._epoch_offset = time.time_ns() // 1000 - now_us()
 
@@ -315,6 +316,13 @@ class Driver:
         timeout passes, or the driver stops (then the result is ``predicate()``)."""
         with self.cond:
             return self.cond.wait_for(lambda: predicate() or not self.running, timeout) and predicate()
+
+    def defer(self, fn: Callable[[int], Any]) -> None:
+        """Run ``fn(now)`` on the loop thread at its next safe point, without waiting.
+        For callers that must not take the lock (a ``__del__`` run by the garbage
+        collector may interrupt any thread, even the loop in mid-segment)."""
+        self._deferred.append(fn)
+        self._poke()
 
     def notify(self, _obj: object = None) -> None:
         """A waker for connections and listeners: wakes threads blocked in ``wait``.
@@ -421,6 +429,8 @@ class Driver:
                                 pass
                         else:
                             self._read_device()
+                    while self._deferred:
+                        self._deferred.popleft()(now_us())
                     if self.ingress is not None:
                         now = now_us()
                         due = self.ingress.release(now)

@@ -45,7 +45,8 @@ def subnet_addresses(n: int) -> tuple[str, str, str, str]:
     """(kernel IPv4/prefix, stack IPv4, kernel IPv6/prefix, stack IPv6) of subnet ``n``."""
     if n not in SUBNET_RANGE:
         raise ValueError(f"subnet must be 0..255 (198.18.N.0/24), got {n}")
-    return (f"198.18.{n}.1/24", f"198.18.{n}.2", f"fd00:198:18::{n:x}:1/112", f"fd00:198:18::{n:x}:2")
+    k6, s6 = (str(ipaddress.IPv6Address(f"fd00:198:18::{n:x}:{i}")) for i in (1, 2))
+    return (f"198.18.{n}.1/24", f"198.18.{n}.2", f"{k6}/112", s6)
 
 
 def _namespace_networks(netns: str | None) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
