@@ -485,7 +485,11 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
             # A bytes object that fits is queued without a copy; otherwise a
             # zero-copy slice, which the send buffer copies what it takes of.
             chunk: Any = data if not off and isinstance(data, bytes) else mv[off:]
-            n = self._driver.call(lambda now, c=chunk: conn.send(c, now))
+
+            def send_chunk(now: int, c: Any = chunk) -> int:
+                return conn.send(c, now)
+
+            n = self._driver.call(send_chunk)
             off += n
             if off < total and not n:
                 self._wait(lambda: conn.writable or conn.state is State.CLOSED, "sendall", deadline)
@@ -815,7 +819,8 @@ def _set_conn_option(conn: Connection, level: int, opt: int, value: Any, now: in
             conn._rearm()
     elif level == IPPROTO_TCP and opt in _KEEPALIVE_KEYS:
         # Per-connection override of the stack's tunable: the TCB gets its own Config.
-        conn.config = dataclasses.replace(conn.config, **{_KEEPALIVE_KEYS[opt]: int(value)})
+        changes: dict[str, Any] = {_KEEPALIVE_KEYS[opt]: int(value)}
+        conn.config = dataclasses.replace(conn.config, **changes)
         if opt == TCP_KEEPIDLE and conn.keepalive and conn.established:
             conn._arm_keepalive(now)
             conn._rearm()

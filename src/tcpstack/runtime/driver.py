@@ -355,7 +355,7 @@ class Driver:
     def _flush(self) -> None:
         stack = self.stack
         vnet = self._vnet
-        out: list[Any]
+        out: list[Any]  # packets, or (packet, gso_size) pairs with offload
         if not vnet:
             out = stack.transmit()
         elif stack.gso_max:
@@ -367,7 +367,8 @@ class Driver:
             for item in out:
                 # With offload the engine wrote only the pseudo-header sum: record the
                 # packet as it will be on the wire (the kernel completes the checksum).
-                self.pcap.write(t, _finish_outgoing(item[0]) if vnet else item)
+                pkt: Any = item[0] if vnet else item
+                self.pcap.write(t, _finish_outgoing(pkt) if vnet else pkt)
         egress = self.egress
         if egress is not None:
             now = now_us()
@@ -375,11 +376,12 @@ class Driver:
         if not out:
             return
         if vnet:
-            self.device.write_batch_vnet([(self._vnet_hdr(p, gso), p) for p, gso in out])  # type: ignore[attr-defined]
+            items = [(self._vnet_hdr(p, gso), p) for p, gso in out]
+            self.device.write_batch_vnet(items)  # type: ignore[attr-defined]
         else:
             self.device.write_batch(out)
 
-    def _vnet_hdr(self, p: bytes, gso: int) -> Any:
+    def _vnet_hdr(self, p: Any, gso: int) -> Any:
         ip_len = 20 if p[0] >> 4 == 4 else 40
         tcp_len = (p[ip_len + 12] >> 4) * 4
         key = (ip_len, tcp_len, gso)
