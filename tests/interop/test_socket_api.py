@@ -82,6 +82,23 @@ elif mode == "line-server":          # addr port: answer each line "n" with "n*2
         if line.strip() == b"quit": break
         f.write(b"%d\n" % (2 * int(line))); f.flush()
     f.close(); c.close(); out(done=True)
+elif mode == "send-client":          # host port nbytes: send, half-close, wait for EOF
+    data = os.urandom(int(args[2]))
+    c = socket.create_connection((args[0], int(args[1])), timeout=T)
+    c.sendall(data); c.shutdown(socket.SHUT_WR); c.recv(1); c.close()
+    out(sha=hashlib.sha256(data).hexdigest())
+elif mode == "slow-reader":          # addr port pause: tiny SO_RCVBUF, read nothing for `pause` s, then slowly
+    ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ls.bind((args[0], int(args[1]))); ls.listen(1); ls.settimeout(T); print("READY", flush=True)
+    c, _ = ls.accept(); c.settimeout(T); time.sleep(float(args[2]))
+    h = hashlib.sha256(); n = 0
+    while True:
+        d = c.recv(2048)
+        if not d: break
+        h.update(d); n += len(d)
+        if n % 65536 < 2048: time.sleep(0.02)
+    c.close(); out(n=n, sha=h.hexdigest())
 elif mode == "many-clients":         # host port n: n concurrent clients, each a small exchange
     host, port, n = args[0], int(args[1]), int(args[2])
     res = [None] * n
@@ -335,3 +352,46 @@ def test_selector_server_multiplexes_kernel_clients(host: Host) -> None:
         srv.close()
     assert res["results"] == [True] * n
     assert len(served) == n
+
+
+def test_flow_control_both_ways(host: Host) -> None:
+    """A small SO_RCVBUF and a slow reader on the stack: the window closes and
+    reopens; a kernel reader that pauses with a 4 KiB buffer: the stack's persist
+    timer probes the zero window until it reopens. Bytes exact both ways."""
+    srv = tsocket.create_server(("", 7006))
+    srv.setsockopt(tsocket.SOL_SOCKET, tsocket.SO_RCVBUF, 8192)  # inherited by the accepted socket
+    srv.settimeout(T)
+    got: dict[str, Any] = {}
+
+    def slow() -> None:
+        c, _ = srv.accept()
+        c.settimeout(T)
+        got["rcvbuf"] = c.getsockopt(tsocket.SOL_SOCKET, tsocket.SO_RCVBUF)
+        h, n = hashlib.sha256(), 0
+        while d := c.recv(4096):
+            h.update(d)
+            n += len(d)
+            if n % 65536 < 4096:
+                time.sleep(0.02)
+        got.update(n=n, sha=h.hexdigest())
+        c.close()
+
+    t = threading.Thread(target=slow)
+    t.start()
+    res = peer(host.netns, "send-client", STACK4, 7006, 1 << 20)
+    t.join(T)
+    srv.close()
+    assert got["rcvbuf"] == 8192
+    assert got["n"] == 1 << 20 and got["sha"] == res["sha"]
+
+    ks = PeerServer(host.netns, "slow-reader", KERNEL4, 9006, 1.5)
+    try:
+        data = os.urandom(1 << 20)
+        c = tsocket.create_connection((KERNEL4, 9006), timeout=T)
+        c.sendall(data)
+        c.close()
+        kres = ks.result()
+    finally:
+        ks.kill()
+    assert kres["n"] == 1 << 20 and kres["sha"] == hashlib.sha256(data).hexdigest()
+    assert host.stack.mib.TCPWinProbe >= 1  # the zero window was probed, not waited out blindly
