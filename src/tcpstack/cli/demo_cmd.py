@@ -9,8 +9,8 @@ from typing import Any
 
 from ..sim.link import LinkParams, parse_rate
 from ..sim.transfer import CLOSE_MODES, run_transfer
-from ..tcp import Config
 from ..view.ladder import LEGEND, render_text, rows_from_events
+from .tunables import add_tunable_args, config_from_args
 
 
 def probability(text: str) -> float:
@@ -28,27 +28,6 @@ def rate(text: str) -> int:
         return parse_rate(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def add_tunable_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                   help="set a tunable on both hosts (repeatable), e.g. --set tcp_window_scaling=0")
-    p.add_argument("--cc", choices=["newreno", "cubic"], help="congestion control (tcp_congestion_control)")
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    cfg = Config()
-    for item in args.set:
-        if "=" not in item:
-            raise SystemExit(f"tcpstack: --set takes KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            cfg.set(k, v)
-        except (KeyError, ValueError) as exc:
-            raise SystemExit(f"tcpstack: {exc.args[0] if exc.args else exc}") from None
-    if getattr(args, "cc", None):
-        cfg.set("tcp_congestion_control", args.cc)
-    return cfg
 
 
 def cc_samples(events: list[Any]) -> list[tuple[int, Any]]:

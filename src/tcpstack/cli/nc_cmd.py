@@ -32,7 +32,7 @@ from ..api import socket as tsocket
 from ..pcap import PcapWriter
 from ..runtime.host import Host
 from ..runtime.tun import DEFAULT_NETNS
-from .demo_cmd import add_tunable_args, config_from_args
+from .tunables import add_tunable_args, config_from_args
 
 EX_NOPERM = 77
 _CHUNK = 1 << 16

@@ -29,7 +29,7 @@ from ..runtime.control import AioControlServer, default_path
 from ..runtime.netns import require_privileges
 from ..runtime.tun import DEFAULT_NETNS, KERNEL_ADDR4, KERNEL_ADDR6, STACK_ADDR4, STACK_ADDR6
 from ..services import SERVICES, ServiceSpec, parse_spec, start_service
-from .demo_cmd import add_tunable_args, config_from_args
+from .tunables import add_tunable_args, config_from_args
 
 EX_NOPERM = 77
 DEFAULT_SERVICES = ("echo:7", "discard:9", "chargen:19", "http:80")
