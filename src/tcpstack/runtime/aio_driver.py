@@ -39,22 +39,16 @@ from typing import Any
 
 from ..tcp import Config, Stack
 from .driver import PacketDevice
+from .host import GSO_MAX, stack_on_tun
 from .tun import (
     DEFAULT_NETNS,
     KERNEL_ADDR4,
     STACK_ADDR4,
-    TUN_F_TSO4,
-    TUN_F_TSO6,
     NetnsTun,
     VnetHdr,
 )
 
 __all__ = ["GSO_MAX", "AioDriver", "AioHost", "now_us"]
-
-#: Payload bytes of one TSO super-segment: whole MSSs within the 64 KiB an IP
-#: packet can carry (IPv4 total length, IPv6 payload length) with headers.
-GSO_MAX = 65535 - 40 - 60
-
 
 def now_us() -> int:
     """The driver's clock: CLOCK_MONOTONIC in microseconds (``loop.time()``'s clock)."""
@@ -282,20 +276,7 @@ class AioHost:
             offload=offload,
         )
         try:
-            addrs = [a for a in (self.tun.stack_addr4, self.tun.stack_addr6) if a]
-            dev = self.tun.tun
-            # What the kernel accepted decides (TunDevice falls back cleanly).
-            both = TUN_F_TSO4 | TUN_F_TSO6
-            tso = dev.offload and dev.offload_flags & both == both
-            self.stack = Stack(
-                addrs,
-                config or Config(),
-                mtu=mtu,
-                seed=seed,
-                name=f"tcpstack@{self.tun.netns}",
-                checksum_offload=dev.offload,
-                gso_max=GSO_MAX if tso else 0,
-            )
+            self.stack = stack_on_tun(self.tun, config, mtu=mtu, seed=seed, name=f"tcpstack@{self.tun.netns}")
             self.driver = AioDriver(self.stack, self.tun.tun, loop=loop, pcap=pcap)
             self.driver.start()
         except BaseException:

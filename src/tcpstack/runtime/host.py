@@ -36,6 +36,18 @@ from .tun import DEFAULT_NETNS, KERNEL_ADDR4, STACK_ADDR4, TUN_F_TSO4, TUN_F_TSO
 #: packet can carry, headers included (as runtime.aio_driver.GSO_MAX).
 GSO_MAX = 65535 - 40 - 60
 
+
+def stack_on_tun(ntun: NetnsTun, config: Config | None, *, mtu: int, seed: int | None, name: str) -> Stack:
+    """The Stack for a TUN device, using the offloads the kernel accepted (the
+    device falls back cleanly): checksum offload with the virtio-net header, and
+    TSO super-segments only when both TSO4 and TSO6 were accepted."""
+    dev = ntun.tun
+    both = TUN_F_TSO4 | TUN_F_TSO6
+    tso = dev.offload and dev.offload_flags & both == both
+    addrs = [a for a in (ntun.stack_addr4, ntun.stack_addr6) if a]
+    return Stack(addrs, config or Config(), mtu=mtu, seed=seed, name=name,
+                 checksum_offload=dev.offload, gso_max=GSO_MAX if tso else 0)
+
 #: Where hosts look for a free subnet: 198.18.N.0/24 for N in this range.
 SUBNET_RANGE = range(0, 256)
 _LOCK_PATH = "/run/lock/tcpstack-subnets.lock"
@@ -162,15 +174,8 @@ class Host(_HostBase):
             )
         self.kernel_addr4 = kernel_addr4.split("/")[0] if kernel_addr4 else None
         self.kernel_addr6 = kernel_addr6.split("/")[0] if kernel_addr6 else None
-        addrs = [a for a in (self.tun.stack_addr4, self.tun.stack_addr6) if a]
-        dev = self.tun.tun
-        # What the kernel accepted decides (TunDevice falls back cleanly).
-        tso = dev.offload and dev.offload_flags & (TUN_F_TSO4 | TUN_F_TSO6) == TUN_F_TSO4 | TUN_F_TSO6
         try:
-            self.stack = Stack(
-                addrs, config or Config(), mtu=mtu, seed=seed, name=f"tcpstack@{netns}/{self.tun.ifname}",
-                checksum_offload=dev.offload, gso_max=GSO_MAX if tso else 0,
-            )
+            self.stack = stack_on_tun(self.tun, config, mtu=mtu, seed=seed, name=f"tcpstack@{netns}/{self.tun.ifname}")
             self._start(self.tun.tun, pcap, egress, ingress)
         except BaseException:
             self.tun.close()
