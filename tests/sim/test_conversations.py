@@ -197,3 +197,12 @@ def test_demo_plot_writes_a_time_sequence_and_cwnd_picture(tmp_path, capsys):
     r = run_transfer(400_000, seed=1, link=LinkParams(delay_us=10_000, loss=0.02))
     ts = analyse(segments_from_events(r.events), 0)
     assert max(end for _t, _first, end in ts.data) >= 400_000
+
+
+def test_demo_svg_draws_the_ladder(tmp_path, capsys):
+    path = tmp_path / "demo.svg"
+    assert main(["demo", "--json", "--svg", str(path)]) == 0
+    svg = path.read_text()
+    assert svg.startswith("<svg") or svg.startswith("<?xml")
+    for text in ("[S]", "[S.]", "SYN-SENT", "TIME-WAIT", "LAST-ACK", "CLOSE-WAIT"):
+        assert text in svg

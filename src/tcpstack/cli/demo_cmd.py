@@ -55,6 +55,7 @@ def register(sub: Any) -> None:
     p.add_argument("--absolute", action="store_true", help="absolute sequence numbers")
     p.add_argument("--pcap", metavar="FILE", help="write the client's view as a pcap file")
     p.add_argument("--plot", metavar="FILE", help="draw the time-sequence and window graphs (PNG or SVG)")
+    p.add_argument("--svg", metavar="FILE", help="draw the ladder as an SVG picture")
     p.add_argument("--full", action="store_true", help="print every row of a long ladder")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the ladder")
     add_tunable_args(p)
@@ -77,7 +78,13 @@ def run(args: argparse.Namespace) -> int:
         corrupt_detectable=True,
     )
     res = run_transfer(args.bytes, seed=args.seed, link=link, close_first=args.close_first,
-                       config=cfg, pcap=args.pcap, record=not args.json or bool(args.plot))
+                       config=cfg, pcap=args.pcap, record=not args.json or bool(args.plot or args.svg))
+    if args.svg:
+        from ..view.svg import svg_from_rows
+
+        rows = rows_from_events(res.events, absolute=args.absolute, lost=res.lost)
+        with open(args.svg, "w", encoding="utf-8") as f:
+            f.write(svg_from_rows(rows, "client", "server", title=f"tcpstack demo: {args.bytes} bytes, seed {args.seed}"))
     if args.plot:
         from ..view.plot import PlotUnavailable, plot_segments, segments_from_events
 
