@@ -244,6 +244,147 @@ scenario(Scenario(
 ))
 
 
+# ---------------------------------------------------------------------------- real network (TUN vs kernel)
+# runtime.bench does the measuring; the socket API (a layer above runtime) is passed in from here.
+def _tun_bulk_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--direction", choices=["in", "out"], default="in",
+                   help="in: the kernel sends to tcpstack (default); out: tcpstack sends to the kernel")
+    p.add_argument("--offload", action="store_true", help="open the TUN with virtio-net offloads (TSO/GRO, checksums)")
+    p.add_argument("--bytes", type=positive_int, default=200_000_000, help="bytes to transfer (default 200000000)")
+
+
+def _tun_bulk(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    from .. import socket as tsocket
+    from ..runtime.bench import run_tun_bulk
+
+    return run_tun_bulk(tsocket, args.bytes, direction=args.direction, offload=args.offload, seed=args.seed)
+
+
+_KERNEL_NOTE = ("In the same run the same kernel program runs against a kernel peer across a veth pair "
+                "(MTU 1500) between two namespaces; the ratio is tcpstack/kernel.")
+
+scenario(Scenario(
+    name="tun-bulk",
+    help="bulk transfer between the kernel and tcpstack over a TUN, against kernel<->kernel over veth",
+    description="A kernel socket in a namespace sends --bytes to tcpstack on a TUN device (--direction in) "
+    "or receives them from it (out); the receiver times accept to EOF and checks the sha256. " + _KERNEL_NOTE,
+    add_arguments=_tun_bulk_args,
+    run=_tun_bulk,
+    rows=(
+        Row("direction", "direction (in: kernel -> tcpstack)"),
+        Row("offload", "TUN offloads"),
+        Row("bytes", "bytes"),
+        Row("sha256_equal", "data intact (sha256)"),
+        Row("secs", "tcpstack: time", "s"),
+        Row("mb_per_s", "tcpstack: throughput", "MB/s"),
+        Row("kernel_sha256_equal", "kernel<->kernel: data intact"),
+        Row("kernel_secs", "kernel<->kernel: time", "s"),
+        Row("kernel_mb_per_s", "kernel<->kernel: throughput", "MB/s"),
+        Row("ratio", "ratio tcpstack/kernel"),
+    ),
+))
+
+
+def _tun_connect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--count", type=positive_int, default=2_000, help="sequential connect+close (default 2000)")
+
+
+def _tun_connect(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    from .. import socket as tsocket
+    from ..runtime.bench import run_tun_connect
+
+    return run_tun_connect(tsocket, args.count, seed=args.seed)
+
+
+scenario(Scenario(
+    name="tun-connect",
+    help="connect+close per second from a kernel client to a tcpstack listener, against kernel<->kernel",
+    description="One kernel process in the namespace does --count sequential connect+close to a tcpstack "
+    "listener whose accept loop closes each accepted socket. " + _KERNEL_NOTE,
+    add_arguments=_tun_connect_args,
+    run=_tun_connect,
+    rows=(
+        Row("count", "connects"),
+        Row("all_ok", "all connected and accepted"),
+        Row("failed", "failed"),
+        Row("secs", "tcpstack: time", "s"),
+        Row("per_s", "tcpstack: connect+close per second", "/s"),
+        Row("kernel_all_ok", "kernel<->kernel: all connected"),
+        Row("kernel_secs", "kernel<->kernel: time", "s"),
+        Row("kernel_per_s", "kernel<->kernel: connect+close per second", "/s"),
+        Row("ratio", "ratio tcpstack/kernel"),
+    ),
+))
+
+
+def _tun_rr_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--count", type=positive_int, default=5_000, help="1-byte round trips (default 5000)")
+
+
+def _tun_rr(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    from .. import socket as tsocket
+    from ..runtime.bench import run_tun_rr
+
+    return run_tun_rr(tsocket, args.count, seed=args.seed)
+
+
+scenario(Scenario(
+    name="tun-rr",
+    help="1-byte ping-pong: a kernel client against a tcpstack echo, against a kernel echo over veth",
+    description="A kernel client sends one byte and waits for it back, --count times on one connection "
+    "(TCP_NODELAY), to a tcpstack echo server on a TUN; reports the median round trip. " + _KERNEL_NOTE
+    + " The ratio is of round trips per second (kernel median / tcpstack median).",
+    add_arguments=_tun_rr_args,
+    run=_tun_rr,
+    rows=(
+        Row("count", "round trips"),
+        Row("all_ok", "every byte echoed"),
+        Row("median_us", "tcpstack: median round trip", "us"),
+        Row("p99_us", "tcpstack: 99th percentile", "us"),
+        Row("kernel_all_ok", "kernel<->kernel: every byte echoed"),
+        Row("kernel_median_us", "kernel<->kernel: median round trip", "us"),
+        Row("kernel_p99_us", "kernel<->kernel: 99th percentile", "us"),
+        Row("ratio", "ratio tcpstack/kernel (round trips per second)"),
+    ),
+))
+
+
+def _idle_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--connections", type=positive_int, default=1_000,
+                   help="idle ESTABLISHED connections from kernel clients (default 1000)")
+    p.add_argument("--window", type=float, default=5.0, help="idle window in seconds (default 5)")
+
+
+def _idle(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    from .. import socket as tsocket
+    from ..runtime.bench import run_idle
+
+    return run_idle(tsocket, args.connections, window_s=min(max(args.window, 0.1), 60.0), seed=args.seed)
+
+
+scenario(Scenario(
+    name="idle",
+    help="N idle connections from kernel clients: tcpstack's CPU while idle and memory per connection",
+    description="One kernel process in the namespace opens --connections connections to a tcpstack "
+    "listener and holds them; tcpstack's CPU time (process and driver thread) is measured over an idle "
+    "--window, and memory per connection as the tracemalloc and RSS growth while accepting divided by N. "
+    "Afterwards one byte each way on every connection checks they are all still alive.",
+    add_arguments=_idle_args,
+    run=_idle,
+    rows=(
+        Row("connections", "connections"),
+        Row("all_ok", "all established"),
+        Row("alive_after", "alive after the window"),
+        Row("window_s", "idle window", "s"),
+        Row("process_cpu_s", "process CPU in the window", "s"),
+        Row("process_cpu_pct", "  as share of one CPU", "%"),
+        Row("driver_cpu_s", "driver thread CPU in the window", "s"),
+        Row("traced_bytes_per_conn", "memory per connection (tracemalloc)", "B"),
+        Row("rss_bytes_per_conn", "memory per connection (RSS growth)", "B"),
+    ),
+))
+
+
 # ---------------------------------------------------------------------------- plumbing
 def render(s: Scenario, result: dict[str, Any]) -> str:
     rows = [r for r in s.rows if result.get(r.key) is not None]
