@@ -510,7 +510,9 @@ def run_idle(tsocket: Any, connections: int, window_s: float = 5.0, seed: int = 
         "window_s": round(wall, 3),
         "process_cpu_s": round(cpu1 - cpu0, 4),
         "process_cpu_pct": round((cpu1 - cpu0) / wall * 100, 3),
+        "process_cpu_ms": round((cpu1 - cpu0) * 1000, 2),
         "driver_cpu_s": round(dcpu1 - dcpu0, 4) if dcpu0 is not None and dcpu1 is not None else None,
+        "driver_cpu_ms": round((dcpu1 - dcpu0) * 1000, 1) if dcpu0 is not None and dcpu1 is not None else None,
         "traced_bytes_per_conn": round(traced / n),
         "rss_bytes_per_conn": round(rss / n),
     }
