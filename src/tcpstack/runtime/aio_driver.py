@@ -39,7 +39,7 @@ from typing import Any
 
 from ..tcp import Config, Stack
 from .driver import PacketDevice
-from .host import GSO_MAX, stack_on_tun
+from .host import GSO_MAX, TunBacked, stack_on_tun
 from .tun import (
     DEFAULT_NETNS,
     KERNEL_ADDR4,
@@ -238,7 +238,7 @@ class AioDriver:
             self._timer = self.loop.call_at(d / 1e6, self._on_timer)
 
 
-class AioHost:
+class AioHost(TunBacked):
     """A tcpstack host on the real network, driven by asyncio: namespace (created
     if missing), TUN device, Stack, AioDriver. Use inside a running loop::
 
@@ -282,18 +282,6 @@ class AioHost:
         except BaseException:
             self.tun.close()
             raise
-
-    @property
-    def netns(self) -> str:
-        return self.tun.netns
-
-    @property
-    def created_netns(self) -> bool:
-        return self.tun.created_netns
-
-    @property
-    def ifname(self) -> str:
-        return self.tun.ifname
 
     def close(self) -> None:
         try:

@@ -125,7 +125,33 @@ class _HostBase:
         self.close()
 
 
-class Host(_HostBase):
+class TunBacked:
+    """What a host on a TUN device tells about it (shared by Host and AioHost)."""
+
+    tun: NetnsTun
+
+    @property
+    def netns(self) -> str:
+        return self.tun.netns
+
+    @property
+    def created_netns(self) -> bool:
+        return self.tun.created_netns
+
+    @property
+    def ifname(self) -> str:
+        return self.tun.ifname
+
+    @property
+    def stack_addr4(self) -> str | None:
+        return self.tun.stack_addr4
+
+    @property
+    def stack_addr6(self) -> str | None:
+        return self.tun.stack_addr6
+
+
+class Host(TunBacked, _HostBase):
     """A Stack on its own TUN device in namespace ``netns`` (created if missing,
     then removed on close), driven by a started :class:`Driver`.
 
@@ -180,22 +206,6 @@ class Host(_HostBase):
         except BaseException:
             self.tun.close()
             raise
-
-    @property
-    def netns(self) -> str:
-        return self.tun.netns
-
-    @property
-    def ifname(self) -> str:
-        return self.tun.ifname
-
-    @property
-    def stack_addr4(self) -> str | None:
-        return self.tun.stack_addr4
-
-    @property
-    def stack_addr6(self) -> str | None:
-        return self.tun.stack_addr6
 
     def close(self) -> None:
         """Stop the driver, remove the device and the namespace if we created it. Idempotent."""
