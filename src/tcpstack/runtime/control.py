@@ -680,8 +680,15 @@ class AioControlServer:
     def close(self) -> None:
         """Stop serving, drop the clients, remove the socket file.  Idempotent."""
         if self._server is not None:
-            self._server.close()
-            self._server = None
+            server, self._server = self._server, None
+            try:
+                server.close()
+            except TypeError:
+                # close() from another thread than the server's loop can race with the
+                # last client detaching there: CPython 3.11's Server then runs _wakeup()
+                # twice (its waiter list is None the second time).  The listening socket
+                # is already stopped by then, so nothing is lost.
+                pass
             self._unlink()
         for w in list(self._writers):
             w.close()
