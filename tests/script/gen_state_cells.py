@@ -221,15 +221,6 @@ def events(state: str, r: int, n: int) -> dict[str, tuple[str, list[str]]]:
 
 # state -> {event -> header} for cells where tcpstack is known to differ from Linux.
 DEVIATIONS: dict[tuple[str, str], str] = {
-    ("syn-received-rst-in-window", ""): (
-        "a RST inside the window but not at RCV.NXT in SYN-RECEIVED must draw a challenge ACK (RFC 5961 3.2, "
-        "RFC 9293 3.10.7.4 second) and Linux sends one; tcpstack's listener ignores the RST silently"
-    ),
-    ("syn-received-synack", ""): (
-        "a SYN (here a SYN-ACK) in SYN-RECEIVED: Linux answers RST <SEQ=SEG.ACK> and drops the half-open "
-        "connection (tcp_check_req, embryonic reset); tcpstack's listener ignores it, keeps the request, and "
-        "later completes the handshake"
-    ),
     ("syn-sent-syn", ""): (
         "simultaneous open: Linux's SYN-ACK repeats the options of its own SYN (mss, sackOK, TS, wscale) "
         "although the peer's SYN offered no SACK or timestamps; tcpstack answers with the negotiated set "

@@ -299,3 +299,19 @@ def test_karn_no_rtt_sample_from_a_retransmitted_segment(stack, peer):
     peer.send(t + 5_000_000, seg(IRS + 1, ISS + 5, ACK))  # a very late ACK
     assert conn.rtt.samples == samples
     assert conn.rtt.srtt < 1_000_000  # not polluted by the 5 s
+
+
+def test_rst_in_window_in_syn_received_draws_challenge_ack(stack, peer):
+    lst = stack.listen(LPORT, 0)
+    peer.send(0, seg(IRS, 0, SYN, opts=MSS_OPT))
+    # RFC 5961 §3.2: not exactly RCV.NXT -> <SEQ=ISS+1><ACK=RCV.NXT><CTL=ACK>, the request stays.
+    assert peer.send(10, seg(IRS + 100, 0, RST, win=0)) == [out(ISS + 1, IRS + 1, ACK)]
+    assert len(lst.requests) == 1
+
+
+def test_synack_in_syn_received_resets_and_drops_the_request(stack, peer):
+    lst = stack.listen(LPORT, 0)
+    peer.send(0, seg(IRS, 0, SYN, opts=MSS_OPT))
+    # Linux's embryonic reset: <SEQ=SEG.ACK><CTL=RST> and the half-open connection is gone.
+    assert peer.send(10, seg(IRS + 100, ISS + 1, SYN | ACK, opts=MSS_OPT)) == [out(ISS + 1, 0, RST, 0)]
+    assert lst.requests == {}

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..wire.tcp import ACK, RST, SYN, Segment
+from ..wire.tcp import ACK, RST, SYN, Opt, Segment
 from . import events as ev
 from . import seq
 from .connection import Connection, default_mss, syn_options
@@ -331,6 +331,17 @@ class Listener:
         req.sent_at = now
         stack.output_raw(req.conn_id, req.key[0], req.key[2], seg, now)
 
+    def _send_ack(self, req: Request, now: int) -> None:
+        """<SEQ=ISS+1><ACK=RCV.NXT><CTL=ACK> for a half-open connection (challenge ACK)."""
+        stack = self.stack
+        opts: tuple[Opt, ...] = ()
+        if req.ts_ok:
+            ts_val = (now // 1000 + stack.ts_offset_for(req.key)) & 0xFFFFFFFF
+            opts = (Opt(1, None), Opt(1, None), Opt(8, (ts_val, req.ts_recent)))
+        wnd = min(req.rcv_wnd >> (stack.rcv_wscale() if req.ws_ok else 0), 0xFFFF)
+        seg = Segment(req.key[1], req.key[3], seq.add(req.iss, 1), seq.add(req.irs, 1), ACK, wnd, 0, opts, b"")
+        stack.output_raw(req.conn_id, req.key[0], req.key[2], seg, now)
+
     def _synack_retries(self) -> int:
         """tcp_synack_retries, cut down when old requests clog the queue (Linux's
         reqsk_timer_handler: "we reserve half of room for young embrions; and
@@ -385,14 +396,24 @@ class Listener:
         flags = seg.flags
         rcv_nxt = seq.add(req.irs, 1)
         if flags & RST:
-            # RFC 5961 §3.2: only an exact RCV.NXT match resets; §3.10.7.4 SYN-RECEIVED: passive -> LISTEN.
+            # RFC 5961 §3.2: only an exact RCV.NXT match resets (§3.10.7.4 SYN-RECEIVED:
+            # passive -> LISTEN); elsewhere in the window it draws a challenge ACK.
             if seg.seq == rcv_nxt:
                 stack.mib.EmbryonicRsts += 1
                 self._drop_request(req, now, "rcv RST")
+            elif seq.in_window(seg.seq, rcv_nxt, max(req.rcv_wnd, 1)) and stack.challenge_ack_allowed(now):
+                stack.mib.TCPChallengeACK += 1
+                self._send_ack(req, now)
             return
         if flags & SYN:
             if seg.seq == req.irs and not flags & ACK:
                 self._send_synack(req, now)  # our SYN-ACK was lost: the peer retransmitted its SYN
+                return
+            # Any other SYN (a SYN-ACK, a SYN with a new ISN): Linux's "embryonic reset"
+            # (tcp_check_req) -- answer with the reset rules and forget the request.
+            stack.mib.EmbryonicRsts += 1
+            stack.reply_rst(req.key[0], req.key[2], seg, now, conn_id=req.conn_id)
+            self._drop_request(req, now, "SYN in SYN-RECEIVED")
             return
         if not flags & ACK:
             return
