@@ -201,7 +201,9 @@ def test_nc_listen_creates_and_removes_its_namespace(netns_name: str, tmp_path: 
             if addr in ("0.0.0.0", "::"):
                 addr = stack_addr
             assert os.path.exists(f"/run/netns/{ns}")  # nc created it
-            r = in_ns(ns, sys.executable, "-c", PEER, "exchange-client", addr, "7000", str(2 * MiB))
+            # The kernel sends a little and half-closes long before nc has sent
+            # its 3 MiB: nc must keep sending after the peer's FIN.
+            r = in_ns(ns, sys.executable, "-c", PEER, "exchange-client", addr, "7000", str(16 * 1024))
             assert r.returncode == 0, r.stderr
             res = json.loads(r.stdout)
             rc = proc.wait(timeout=30)

@@ -264,6 +264,11 @@ def _relay(conn: tsocket.socket, wait: float | None, verbose: bool) -> int:
                     out.flush()
                 except BrokenPipeError:
                     break
+        # The peer's FIN ends only its direction: keep sending until stdin's
+        # EOF (OpenBSD nc does the same), bounded by -w's idle timeout.
+        while not errors and not stdin_done.wait(slice_s):
+            if wait and time.monotonic() - state["last"] >= wait:
+                raise NcError(f"connection idle for {wait:g} s: timed out")
         if errors:
             raise errors[0]
     except ConnectionResetError:
