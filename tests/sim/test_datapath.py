@@ -271,12 +271,20 @@ def test_cubic_beats_newreno_at_low_loss_on_a_long_fat_pipe():
     assert cubic > 1.3 * newreno, (cubic, newreno)
 
 
-def test_cubic_matches_newreno_at_one_percent_loss():
+def test_cubic_beats_newreno_at_one_percent_loss():
     """At 1 % loss the window is ~12 segments and CUBIC runs in its Reno-friendly
-    region (RFC 9438 §4.3), which is designed to give Reno's average rate: parity,
-    as the Mathis bound (MSS/RTT * 1.22/sqrt(p) ~ 2.8 Mbit/s) predicts for both."""
-    cubic = _goodput("cubic", 0.01, 1, 5_000_000)
-    newreno = _goodput("newreno", 0.01, 1, 5_000_000)
+    region (RFC 9438 §4.3): W_est grows by alpha = 0.53 per RTT after a 0.7x
+    reduction, then by 1 per RTT once it regains the window before the loss,
+    which random loss lets it do often: an edge over Reno's halving (a fluid
+    model of both gives ~8 %). Three seeds of 20 MB each, every one must win.
+    NewReno sits below the Mathis bound (MSS/RTT * 1.22/sqrt(p) ~ 2.8 Mbit/s)
+    by its retransmission timeouts."""
     mathis = 1448 * 8 / 0.050 * 1.22 / 0.1
-    assert 0.85 * newreno <= cubic <= 1.3 * newreno, (cubic, newreno)
-    assert 0.6 * mathis <= newreno <= 1.6 * mathis
+    ratios = []
+    for seed in (1, 2, 3):
+        cubic = _goodput("cubic", 0.01, seed, 20_000_000)
+        newreno = _goodput("newreno", 0.01, seed, 20_000_000)
+        assert cubic > newreno, (seed, cubic, newreno)
+        assert 0.6 * mathis <= newreno <= 1.2 * mathis, (seed, newreno)
+        ratios.append(cubic / newreno)
+    assert sum(ratios) / len(ratios) >= 1.05, ratios

@@ -25,6 +25,15 @@ class CongestionControl:
         self.mss = mss
         self.cwnd = init_cwnd_segments * mss
 
+    def _slow_start(self, acked: int) -> int:
+        """RFC 5681 (2) with appropriate byte counting, L = 2*SMSS (RFC 3465),
+        stopping at ssthresh as Linux's tcp_slow_start does; returns the acked
+        bytes left over for congestion avoidance."""
+        grown = min(self.cwnd + min(acked, 2 * self.mss), self.ssthresh)
+        left = acked - (grown - self.cwnd)
+        self.cwnd = grown
+        return left
+
     # --- events -----------------------------------------------------------------
     def on_ack(self, acked: int, flight: int, now: int, rtt_us: int) -> None:
         """New data acknowledged outside recovery: grow the window."""

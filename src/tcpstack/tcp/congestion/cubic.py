@@ -40,10 +40,11 @@ class Cubic(CongestionControl):
         mss = self.mss
         if self.cwnd < self.ssthresh:
             # RFC 9438 §4.10: slow start as in RFC 5681 (with byte counting, L = 2).
-            self.cwnd += min(acked, 2 * mss)
+            acked = self._slow_start(acked)
             if rtt_us > 0 and self.hystart:
                 self._hystart(now, rtt_us)
-            return
+            if acked <= 0:
+                return
         cwnd_seg = self.cwnd / mss
         if self.epoch_start is None:
             # §4.2: a new congestion-avoidance epoch starts.

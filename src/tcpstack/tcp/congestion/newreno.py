@@ -15,11 +15,22 @@ class NewReno(CongestionControl):
 
     def on_ack(self, acked: int, flight: int, now: int, rtt_us: int) -> None:
         if self.cwnd < self.ssthresh:
-            # RFC 5681 (2) slow start, with appropriate byte counting L=2*SMSS (RFC 3465).
-            self.cwnd += min(acked, 2 * self.mss)
-        else:
-            # RFC 5681 (3) congestion avoidance: about one SMSS per RTT, counted in bytes.
-            self._ca_acc += acked
-            if self._ca_acc >= self.cwnd:
-                self._ca_acc -= self.cwnd
-                self.cwnd += self.mss
+            acked = self._slow_start(acked)
+            if acked <= 0:
+                return
+        # RFC 5681 (3) congestion avoidance: about one SMSS per RTT, counted in bytes.
+        self._ca_acc += acked
+        if self._ca_acc >= self.cwnd:
+            self._ca_acc -= self.cwnd
+            self.cwnd += self.mss
+
+    # A congestion signal restarts the congestion-avoidance count (Linux zeroes
+    # snd_cwnd_cnt in tcp_init_cwnd_reduction and tcp_enter_loss): bytes acked
+    # against the old, larger window must not buy increments on the new one.
+    def on_enter_recovery(self, flight: int, now: int) -> None:
+        super().on_enter_recovery(flight, now)
+        self._ca_acc = 0
+
+    def on_rto(self, flight: int, now: int) -> None:
+        super().on_rto(flight, now)
+        self._ca_acc = 0
