@@ -270,6 +270,27 @@ def test_passive_close_close_wait_last_ack(stack, peer):
     assert conn.history[-4:] == [State.ESTABLISHED, State.CLOSE_WAIT, State.LAST_ACK, State.CLOSED]
 
 
+def test_fin_after_data_acked_with_the_close_when_the_application_answers(stack, peer):
+    lst, conn = established_server(stack, peer)
+    assert peer.send(2000, seg(P, C, PSH | ACK, payload=b"hi")) == [out(C, P + 2, ACK)]  # quick ACK
+    assert conn.recv(10, 2001) == b"hi"
+    assert peer.send(100_000, seg(P + 2, C, FIN | ACK)) == []  # delayed: Linux's tcp_fin
+    conn.close(110_000)  # the application answers within 40 ms: one FIN carries the ACK
+    assert peer.recv() == [out(C, P + 3, FIN | ACK)]
+    assert conn.state is State.LAST_ACK
+
+
+def test_interactive_mode_delays_acks_until_the_timer_fires_once(stack, peer):
+    lst, conn = established_server(stack, peer)
+    assert peer.send(10_000, seg(P, C, PSH | ACK, payload=b"a" * 100)) == [out(C, P + 100, ACK)]
+    conn.send(b"r" * 100, 20_000)  # a reply within 40 ms: interactive mode (Linux pingpong)
+    assert [s.flags for s in peer.recv()] == [PSH | ACK]
+    assert peer.send(30_000, seg(P + 100, C + 100, PSH | ACK, payload=b"b" * 100)) == []
+    assert peer.poll(69_999) == []
+    assert peer.poll(70_000) == [out(C + 100, P + 200, ACK)]  # the delayed-ACK timer: leave the mode
+    assert peer.send(80_000, seg(P + 200, C + 100, PSH | ACK, payload=b"c" * 100)) == [out(C + 100, P + 300, ACK)]
+
+
 def test_close_wait_is_held_until_the_application_closes(stack, peer):
     lst, conn = established_server(stack, peer)
     peer.send(2000, seg(P, C, FIN | ACK))
@@ -281,7 +302,12 @@ def test_close_wait_is_held_until_the_application_closes(stack, peer):
 
 def test_fin_with_data_delivers_data_then_eof(stack, peer):
     conn = established_client(stack, peer)
-    assert peer.send(2000, seg(P, C, FIN | PSH | ACK, payload=b"bye")) == [out(C, P + 4, ACK)]
+    # As Linux's tcp_fin: the FIN puts the connection in interactive mode, so the
+    # ACK waits the delayed-ACK timeout (40 ms) for the application's own FIN.
+    assert peer.send(2000, seg(P, C, FIN | PSH | ACK, payload=b"bye")) == []
+    assert conn.state is State.CLOSE_WAIT
+    assert peer.poll(2000 + 39_999) == []
+    assert peer.poll(2000 + 40_000) == [out(C, P + 4, ACK)]
     assert conn.recv(10, 2001) == b"bye"
     assert conn.recv(10, 2002) == b""
 

@@ -85,7 +85,7 @@ class Connection:
         "sb", "high_rxt", "sack_recent", "dsack",
         # receive sequence variables
         "irs", "rcv_nxt", "rcv_wnd", "rcv_up", "rcv_adv", "rcv_mss", "rcv_wscale",
-        "last_ack_sent", "ack_pending", "quickack", "delack_segs", "rcv_fin_seq",
+        "last_ack_sent", "ack_pending", "quickack", "pingpong", "lrcvtime", "delack_segs", "rcv_fin_seq",
         # options
         "ws_ok", "ts_ok", "sack_ok", "ts_recent", "ts_recent_at", "ts_offset",
         # buffers and user side
@@ -142,6 +142,11 @@ class Connection:
         self.rcv_wnd = 0
         self.ack_pending = False
         self.quickack = QUICKACK_SEGMENTS
+        # Linux's interactive mode (icsk_ack.pingpong): once the application answers
+        # data within the delayed-ACK timeout, ACKs are delayed so they ride on
+        # replies; lrcvtime is when in-order data last arrived (tcp_event_data_recv).
+        self.pingpong = False
+        self.lrcvtime = 0
         self.delack_segs = 0
         self.rcv_fin_seq: int | None = None
 
@@ -1012,6 +1017,7 @@ class Connection:
                 if self.sack_ok:
                     self.dsack = (data_seq, seq.add(data_seq, n))  # RFC 2883: report the duplicate
                     self.stack.mib.TCPDSACKOldSent += 1
+                self.pingpong = False  # Linux's tcp_enter_quickack_mode on a duplicate
                 self._dsack_or_ack(now)
                 return
             payload = memoryview(payload)[-off:]
@@ -1060,17 +1066,31 @@ class Connection:
         processing (or on a data segment sent meanwhile)."""
         self.ack_pending = True
         self.delack_at = None
+        self.delack_segs = 2  # due now, as if two segments were waiting (a FIN keeps it so)
 
     def _on_fin(self, now: int) -> None:
         """§3.10.7.4 eighth: the FIN is in order."""
         self.rcv_nxt = seq.add(self.rcv_nxt, 1)
         self.eof = True
-        self._ack_now()
         self._wake()
         st = self.state
         if st in (S.SYN_RECEIVED, S.ESTABLISHED):
             self.set_state(S.CLOSE_WAIT, now, "rcv FIN")
-        elif st is S.FIN_WAIT_1:
+            # Linux's tcp_fin: the application is expected to answer with its own
+            # FIN, so the ACK is delayed (interactive mode) to ride on it -- unless
+            # more than a full segment is still unacknowledged.
+            # Before any data has arrived Linux's ato is still 0: the "delayed" ACK
+            # goes out on the next tick, so here at once.  An ACK already due now
+            # (a hole just filled, two segments waiting) stays due now.
+            self.pingpong = True
+            self.ack_pending = True
+            if self.delack_segs >= 2 or not self.bytes_received:
+                self.delack_at = None
+            elif self.delack_at is None:
+                self.delack_at = now + self.config.tcp_delack_min_ms * 1000
+            return
+        self._ack_now()
+        if st is S.FIN_WAIT_1:
             if self.fin_queued and seq.gt(self.snd_una, self.fin_seq):
                 self._send_ack(now)
                 self._enter_time_wait(now, "rcv FIN (our FIN acked)")
@@ -1218,9 +1238,10 @@ class Connection:
         """Delayed ACK (RFC 9293 §3.8.6.3, RFC 5681 §4.2): ACK at least every second
         full-sized segment, otherwise within the delayed-ACK timeout."""
         self.ack_pending = True
+        self.lrcvtime = now
         # A GRO super-segment counts as the segments it coalesced.
         self.delack_segs += 1 if n <= self.rcv_mss else n // self.rcv_mss
-        if self.quickack > 0:
+        if self.quickack > 0 and not self.pingpong:
             self.quickack -= 1
             self.delack_at = None
             return
@@ -1320,9 +1341,14 @@ class Connection:
             payload: bytes | memoryview = b""
             if n:
                 payload = sb.peek(sb.head + seq.diff(sseq, snd_una), n)
-                if n == data_left or (not retransmitting and room - n < min(mss, data_left - n)):
-                    # The end of what is queued, or the last segment a window lets out
-                    # now: PSH (Linux marks the last segment of each such flight).
+                rest = data_left - n
+                if n == data_left or (not retransmitting and (
+                    room - n < min(mss, rest)
+                    or (rest < mss and not fin_queued and not self.nodelay and seq.gt(self.snd_sml, snd_una))
+                )):
+                    # The end of what is queued, or the last segment a window or
+                    # Nagle (holding the small rest) lets out now: PSH (Linux marks
+                    # the last segment of each such flight).
                     flags |= PSH
             seg = self._make_segment(sseq, flags, payload, now)
             end = seq.add(sseq, n + (1 if fin else 0))
@@ -1342,6 +1368,8 @@ class Connection:
                     self.snd_sml = end
             if n:
                 self.data_segs_out += 1 if n <= mss else (n + mss - 1) // mss
+                if not self.pingpong and now - self.lrcvtime < self.config.tcp_delack_min_ms * 1000:
+                    self.pingpong = True  # a reply within ato (Linux's tcp_event_data_sent)
             pipe += n
             self.stack._output(self, seg, now)
             sent = True
@@ -1396,6 +1424,9 @@ class Connection:
             self.delack_at = None
             if self.ack_pending:
                 self.stack.mib.DelayedACKs += 1
+                # The application did not answer in time: leave interactive mode
+                # (Linux's tcp_delack_timer_handler).
+                self.pingpong = False
                 self._send_ack(now)
         if self.rtx_at is not None and self.rtx_at <= now:
             self.rtx_at = None
