@@ -46,6 +46,7 @@ class Config:
     tcp_min_snd_mss: int = 48  # peer MSS below this is raised to it (Linux: 48)
     tcp_base_mss: int = 1024
     tcp_slow_start_after_idle: int = 1  # RFC 5681 §4.1 restart window after an idle RTO
+    tcp_early_retrans: int = 3  # 3: tail loss probes (RFC 8985 §7) with SACK, as Linux; 0 off
     tcp_delack_min_ms: int = 40  # Linux TCP_DELACK_MIN (no sysctl there)
     tcp_delack_max_ms: int = 200  # Linux TCP_DELACK_MAX (no sysctl there)
     # --- timers -------------------------------------------------------------------
@@ -135,6 +136,7 @@ class Config:
             "tcp_abort_on_overflow": (0, 1),
             "tcp_slow_start_after_idle": (0, 1),
             "tcp_ecn": (0, 2),
+            "tcp_early_retrans": (0, 4),
             "tcp_syn_retries": (1, 127),
             "tcp_synack_retries": (0, 255),
             "tcp_retries2": (0, 255),

@@ -82,7 +82,7 @@ class Connection:
         # send sequence variables (§3.3.1)
         "iss", "snd_una", "snd_nxt", "snd_wnd", "snd_up", "snd_wl1", "snd_wl2", "max_snd_wnd", "urgent",
         "snd_mss", "snd_wscale", "rtx_nxt", "recover", "dupacks", "in_recovery", "snd_sml",
-        "sb", "high_rxt", "sack_recent", "dsack",
+        "sb", "high_rxt", "sack_recent", "dsack", "pto", "tlp_high", "tlp_retrans",
         # receive sequence variables
         "irs", "rcv_nxt", "rcv_wnd", "rcv_up", "rcv_adv", "rcv_mss", "rcv_wscale",
         "last_ack_sent", "ack_pending", "quickack", "pingpong", "lrcvtime", "delack_segs", "rcv_fin_seq",
@@ -137,6 +137,11 @@ class Connection:
         self.high_rxt = 0  # RFC 6675 HighRxt, as a stream offset
         self.sack_recent: list[int] = []  # offsets of recent out-of-order arrivals (RFC 2018 §4)
         self.dsack: tuple[int, int] | None = None  # a duplicate to report (RFC 2883)
+        # Tail loss probe (RFC 8985 §7): rtx_at is a probe timeout (PTO) while pto
+        # is set; tlp_high is TLP.end_seq of the episode in progress (None: none).
+        self.pto = False
+        self.tlp_high: int | None = None
+        self.tlp_retrans = False
 
         self.irs = self.rcv_nxt = self.rcv_up = self.rcv_adv = self.last_ack_sent = 0
         self.rcv_wnd = 0
@@ -799,6 +804,15 @@ class Connection:
         """SND.UNA < SEG.ACK =< SND.NXT: new data acknowledged."""
         acked = seq.diff(ack, self.snd_una)
         data_acked = acked
+        tlp_loss = False
+        if self.tlp_high is not None and seq.ge(ack, self.tlp_high):
+            # RFC 8985 §7.4: the probe's episode ends; a retransmitted probe no
+            # D-SACK called a duplicate repaired a loss (before cwnd grows on it).
+            tlp_loss = self.tlp_retrans
+            self.tlp_high = None
+            if tlp_loss:
+                self.cc.on_cwnd_reduction(seq.diff(self.snd_nxt, self.snd_una), now)
+                self.stack.mib.TCPLossProbeRecovery += 1
         if self.fin_queued and seq.gt(ack, self.fin_seq):
             data_acked -= 1  # the FIN's sequence number carries no data
         if data_acked > 0:
@@ -842,13 +856,17 @@ class Connection:
                 self._retransmit_head(now)
         else:
             self.dupacks = 0
-            self.cc.on_ack(data_acked, flight, now, rtt_us or self.rtt.srtt)
-
-        # RFC 6298 (5.2)/(5.3): all acked -> stop the timer; else restart it.
+            if not tlp_loss:  # Linux: no growth on the ACK that ends in a reduction (CWR)
+                self.cc.on_ack(data_acked, flight, now, rtt_us or self.rtt.srtt)
+        # RFC 6298 (5.2)/(5.3): all acked -> stop the timer; else restart it
+        # (or schedule a loss probe, RFC 8985 §7.2, as Linux's tcp_set_xmit_timer).
+        self.pto = False
         if self.snd_una == self.snd_nxt:
             self.rtx_at = None
         else:
             self.rtx_at = now + self.rtt.rto
+            if self.sack_ok:
+                self._schedule_probe(now)
         self._wake()  # send buffer space was freed
 
     def _maybe_dupack(self, seg: Segment, now: int, sacked_new: int = 0) -> None:
@@ -893,6 +911,8 @@ class Connection:
             # RFC 2883: a block below SND.UNA (or the cumulative ACK) is a D-SACK.
             if seq.le(right, seg.ack) or seq.le(right, una):
                 self.stack.mib.TCPDSACKRecv += 1
+                if right == self.tlp_high and self.tlp_retrans:
+                    self.tlp_high = None  # RFC 8985 §7.4.2: the probe was a duplicate, no loss
                 continue
             if not (seq.lt(left, right) and seq.le(una, left) and seq.le(right, nxt)):
                 self.stack.mib.TCPSACKDiscard += 1  # a block outside what we sent: ignore it
@@ -916,6 +936,7 @@ class Connection:
         if (self.dupacks >= 3 or lost_head) and seq.gt(self.snd_una, self.recover):
             self.recover = self.snd_nxt  # RecoveryPoint = HighData
             self.in_recovery = True
+            self.tlp_high = None  # recovery takes over from the probe
             self.high_rxt = self.sendbuf.head
             flight = seq.diff(self.snd_nxt, self.snd_una)
             self.cc.on_enter_recovery(flight, now)
@@ -1379,6 +1400,8 @@ class Connection:
                 break
         if sent:
             self.last_send_at = now
+            if self.sack_ok and self.snd_nxt != snd_nxt:
+                self._schedule_probe(now)  # Linux: after new data goes out (tcp_write_xmit)
             if self.stack.observers:
                 self.stack._emit(now, self, ev.CC, ev.CcSample(
                     self.cc.cwnd, min(self.cc.ssthresh, 0x7FFFFFFF), seq.diff(self.snd_nxt, self.snd_una),
@@ -1430,7 +1453,11 @@ class Connection:
                 self._send_ack(now)
         if self.rtx_at is not None and self.rtx_at <= now:
             self.rtx_at = None
-            self._on_rto(now)
+            if self.pto:
+                self.pto = False
+                self._on_probe_timeout(now)
+            else:
+                self._on_rto(now)
         if self.persist_at is not None and self.persist_at <= now:
             self.persist_at = None
             self._on_persist(now)
@@ -1472,6 +1499,58 @@ class Connection:
             return ((2 << boundary) - 1) * base
         return ((2 << thresh) - 1) * base + (boundary - thresh) * rto_max
 
+    # -- tail loss probe (RFC 8985 §7) -----------------------------------------------
+    def _schedule_probe(self, now: int) -> None:
+        """RFC 8985 §7.2, as Linux's tcp_schedule_loss_probe: with SACK, outside
+        loss recovery and with no probe outstanding, arm a probe timeout of
+        2*SRTT (plus the peer's worst-case delayed ACK, Linux's RTO minimum, when
+        one segment is in flight; else 2 ms) if it comes before the RTO."""
+        if self.in_recovery or self.tlp_high is not None or self.config.tcp_early_retrans < 3:
+            return
+        srtt = self.rtt.srtt
+        if not srtt or self.state not in PUSH_STATES:
+            return
+        one = seq.diff(self.snd_nxt, self.snd_una) <= self.eff_mss()
+        pto = 2 * srtt + (self.config.tcp_rto_min_us if one else 2_000)
+        rto_at = self.rtx_at if self.rtx_at is not None and not self.pto else now + self.rtt.rto
+        if now + pto < rto_at:
+            self.rtx_at = now + pto
+            self.pto = True
+        else:
+            self.rtx_at = rto_at
+            self.pto = False
+
+    def _on_probe_timeout(self, now: int) -> None:
+        """RFC 8985 §7.3: send one segment of new data if the peer's window allows
+        (whatever the congestion window), else retransmit the last segment; then
+        the RTO runs again."""
+        if self.snd_una == self.snd_nxt or self.state not in PUSH_STATES:
+            return
+        self.stack._emit(now, self, ev.TIMER, "loss probe (RFC 8985)")
+        mss = self.eff_mss()
+        flight = seq.diff(self.snd_nxt, self.snd_una)
+        self.tlp_high = self.snd_nxt  # no further probe while this one is out
+        unsent = len(self.sendbuf) - flight
+        if unsent > 0 and self.snd_wnd - flight >= min(mss, unsent):
+            self.cc.cwnd += mss  # Linux: a probe ignores cwnd (tcp_write_xmit push_one=2)
+            try:
+                self._push(now)
+            finally:
+                self.cc.cwnd -= mss
+        if self.snd_nxt != self.tlp_high:
+            self.tlp_retrans = False
+        else:
+            # The last segment again: what lies past the last MSS boundary of the flight.
+            fin_out = self.fin_queued and seq.gt(self.snd_nxt, self.fin_seq)
+            data = flight - (1 if fin_out else 0)
+            n = data % mss or min(mss, data)
+            self._send_retransmission(seq.add(self.snd_una, data - n), n, now)
+            self.tlp_retrans = True
+        self.tlp_high = self.snd_nxt
+        self.stack.mib.TCPLossProbes += 1
+        self.pto = False
+        self.rtx_at = now + self.rtt.rto
+
     def _on_rto(self, now: int) -> None:
         """RFC 6298 §5 (5.4)-(5.7): retransmit the earliest unacknowledged segment,
         back off, restart the timer; give up after the retry limit."""
@@ -1511,6 +1590,7 @@ class Connection:
             flight = seq.diff(self.snd_nxt, self.snd_una)
             self.cc.on_rto(flight, now)
             self.in_recovery = False
+            self.tlp_high = None
             self.sb.clear()  # RFC 2018 §8: after a timeout, SACK information is not trusted
             self.dupacks = 0
             self.recover = self.snd_nxt  # RFC 6582 §4: no fast retransmit for losses before this

@@ -49,6 +49,7 @@ TCPEXT_COUNTERS = (
     "TCPSlowStartRetrans",
     "TCPTimeouts",
     "TCPLossProbes",
+    "TCPLossProbeRecovery",
     "TCPRcvCollapsed",
     "TCPDSACKOldSent",
     "TCPDSACKOfoSent",
@@ -134,6 +135,7 @@ class Mib:
     TCPSlowStartRetrans: int
     TCPTimeouts: int
     TCPLossProbes: int
+    TCPLossProbeRecovery: int
     TCPRcvCollapsed: int
     TCPDSACKOldSent: int
     TCPDSACKOfoSent: int

@@ -63,6 +63,13 @@ class CongestionControl:
         """RFC 6582 §3.2 step 4 (full ACK): cwnd <- min(ssthresh, max(FlightSize, MSS) + MSS)."""
         self.cwnd = min(self.ssthresh, max(flight, self.mss) + self.mss)
 
+    def on_cwnd_reduction(self, flight: int, now: int) -> None:
+        """A loss repaired without recovery (a tail loss probe, RFC 8985 §7.4.2):
+        reduce once, as Linux's CWR state does, with no window inflation."""
+        self.prior_cwnd = self.cwnd
+        self.ssthresh = self.ssthresh_on_loss(flight, now)
+        self.cwnd = self.ssthresh
+
     def on_rto(self, flight: int, now: int) -> None:
         """RFC 5681 (4) and §3.1: ssthresh from the flight, cwnd <- 1 segment (loss window)."""
         self.prior_cwnd = self.cwnd

@@ -34,3 +34,7 @@ class NewReno(CongestionControl):
     def on_rto(self, flight: int, now: int) -> None:
         super().on_rto(flight, now)
         self._ca_acc = 0
+
+    def on_cwnd_reduction(self, flight: int, now: int) -> None:
+        super().on_cwnd_reduction(flight, now)
+        self._ca_acc = 0
