@@ -220,13 +220,7 @@ def events(state: str, r: int, n: int) -> dict[str, tuple[str, list[str]]]:
 
 
 # state -> {event -> header} for cells where tcpstack is known to differ from Linux.
-DEVIATIONS: dict[tuple[str, str], str] = {
-    ("syn-sent-syn", ""): (
-        "simultaneous open: Linux's SYN-ACK repeats the options of its own SYN (mss, sackOK, TS, wscale) "
-        "although the peer's SYN offered no SACK or timestamps; tcpstack answers with the negotiated set "
-        "(mss, nop, wscale)"
-    ),
-}
+DEVIATIONS: dict[tuple[str, str], str] = {}
 
 
 def other_cells() -> dict[str, tuple[str, str, list[str]]]:

@@ -71,6 +71,7 @@ TCP_KEEPINTVL = getattr(_std, "TCP_KEEPINTVL", 5)
 TCP_KEEPCNT = getattr(_std, "TCP_KEEPCNT", 6)
 TCP_INFO = getattr(_std, "TCP_INFO", 11)
 TCP_QUICKACK = getattr(_std, "TCP_QUICKACK", 12)
+TCP_CORK = getattr(_std, "TCP_CORK", 3)
 TCP_USER_TIMEOUT = getattr(_std, "TCP_USER_TIMEOUT", 18)
 SHUT_RD = _std.SHUT_RD
 SHUT_WR = _std.SHUT_WR
@@ -100,7 +101,7 @@ setdefaulttimeout = _std.setdefaulttimeout
 __all__ = [
     "AF_INET", "AF_INET6", "IPPROTO_TCP", "MSG_DONTWAIT", "MSG_PEEK", "MSG_WAITALL", "SHUT_RD",
     "SHUT_RDWR", "SHUT_WR", "SOCK_STREAM", "SOL_SOCKET", "SOMAXCONN", "SO_ERROR", "SO_KEEPALIVE",
-    "SO_LINGER", "SO_RCVBUF", "SO_REUSEADDR", "SO_SNDBUF", "SO_TYPE", "TCP_INFO", "TCP_KEEPCNT",
+    "SO_LINGER", "SO_RCVBUF", "SO_REUSEADDR", "SO_SNDBUF", "SO_TYPE", "TCP_CORK", "TCP_INFO", "TCP_KEEPCNT",
     "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_MAXSEG", "TCP_NODELAY", "TCP_QUICKACK", "TCP_USER_TIMEOUT",
     "DefaultSelector", "Selector", "SocketType", "create_connection", "create_server", "error",
     "gaierror", "get_default_driver", "getaddrinfo", "getdefaulttimeout", "has_ipv6", "herror",
@@ -783,6 +784,7 @@ _KNOWN_OPTIONS = frozenset({
     (SOL_SOCKET, SO_RCVBUF), (SOL_SOCKET, SO_SNDBUF), (IPPROTO_TCP, TCP_NODELAY),
     (IPPROTO_TCP, TCP_MAXSEG), (IPPROTO_TCP, TCP_KEEPIDLE), (IPPROTO_TCP, TCP_KEEPINTVL),
     (IPPROTO_TCP, TCP_KEEPCNT), (IPPROTO_TCP, TCP_USER_TIMEOUT), (IPPROTO_TCP, TCP_QUICKACK),
+    (IPPROTO_TCP, TCP_CORK),
 })
 
 
@@ -808,10 +810,9 @@ _KEEPALIVE_KEYS = {
 def _set_conn_option(conn: Connection, level: int, opt: int, value: Any, now: int) -> None:
     """Apply one option to a TCB (under the driver's lock)."""
     if (level, opt) == (IPPROTO_TCP, TCP_NODELAY):
-        conn.nodelay = bool(value)
-        if conn.nodelay and conn.established:
-            conn._push(now)  # pending small segments go out at once (Linux does too)
-            conn._rearm()
+        conn.set_nodelay(bool(value), now)  # pending small segments go out at once (as Linux)
+    elif (level, opt) == (IPPROTO_TCP, TCP_CORK):
+        conn.set_cork(bool(value), now)
     elif (level, opt) == (SOL_SOCKET, SO_KEEPALIVE):
         conn.keepalive = bool(value)
         if conn.keepalive and conn.established and conn.keepalive_at is None:
@@ -846,6 +847,8 @@ def _set_conn_option(conn: Connection, level: int, opt: int, value: Any, now: in
 def _get_conn_option(conn: Connection, level: int, opt: int, opts: Mapping[tuple[int, int], Any]) -> Any:
     if (level, opt) == (IPPROTO_TCP, TCP_NODELAY):
         return int(conn.nodelay)
+    if (level, opt) == (IPPROTO_TCP, TCP_CORK):
+        return int(conn.cork)
     if (level, opt) == (SOL_SOCKET, SO_KEEPALIVE):
         return int(conn.keepalive)
     if (level, opt) == (SOL_SOCKET, SO_LINGER):
@@ -869,6 +872,7 @@ def _get_conn_option(conn: Connection, level: int, opt: int, opts: Mapping[tuple
 def _default_option(cfg: Any, level: int, opt: int) -> Any:
     defaults: Mapping[tuple[int, int], Any] = {
         (IPPROTO_TCP, TCP_NODELAY): 0,
+        (IPPROTO_TCP, TCP_CORK): 0,
         (SOL_SOCKET, SO_KEEPALIVE): 0,
         (SOL_SOCKET, SO_REUSEADDR): 0,
         (SOL_SOCKET, SO_LINGER): (0, 0),

@@ -483,6 +483,7 @@ class VirtualHost:
     _KNOWN = {
         (1, 2), (1, 9), (1, 13), (1, 8), (1, 7), (1, 15),  # SO_REUSEADDR, KEEPALIVE, LINGER, RCVBUF, SNDBUF, REUSEPORT
         (6, 1), (6, 2), (6, 4), (6, 5), (6, 6), (6, 18), (6, 12),  # TCP_NODELAY MAXSEG KEEP* USER_TIMEOUT QUICKACK
+        (6, 3),  # TCP_CORK
     }
 
     def sys_setsockopt(self, fd: int, level: int, opt: int, value: Any) -> int:
@@ -511,10 +512,9 @@ class VirtualHost:
     def _apply(self, conn: Connection, level: int, opt: int, value: Any) -> None:
         now = self.clock
         if (level, opt) == (6, 1):  # TCP_NODELAY: pending small segments go out (tcp_push_pending_frames)
-            conn.nodelay = bool(value)
-            if conn.nodelay and conn.established:
-                conn._push(now)
-                conn._rearm()
+            conn.set_nodelay(bool(value), now)
+        elif (level, opt) == (6, 3):  # TCP_CORK
+            conn.set_cork(bool(value), now)
         elif (level, opt) == (1, 9):  # SO_KEEPALIVE
             conn.keepalive = bool(value)
             if conn.keepalive and conn.established and conn.keepalive_at is None:

@@ -90,7 +90,7 @@ class Connection:
         "ws_ok", "ts_ok", "sack_ok", "ts_recent", "ts_recent_at", "ts_offset",
         # buffers and user side
         "sendbuf", "recvbuf", "fin_queued", "fin_seq", "user_closed", "shut_rd", "eof",
-        "error", "waker", "nodelay", "keepalive", "user_timeout_ms", "linger",
+        "error", "waker", "nodelay", "cork", "keepalive", "user_timeout_ms", "linger",
         # timers (absolute µs, None = off)
         "rtx_at", "persist_at", "delack_at", "keepalive_at", "fin2_at", "timer_at",
         "persist_backoff", "keepalive_probes", "retries", "first_rtx_at", "last_rcv_at", "last_oow_ack_at",
@@ -170,6 +170,7 @@ class Connection:
         self.error: OSError | None = None
         self.waker: Callable[[Connection], None] | None = None
         self.nodelay = False
+        self.cork = False
         self.keepalive = False
         self.user_timeout_ms = 0
         self.linger: int | None = None
@@ -258,10 +259,12 @@ class Connection:
         self._arm_rtx(now)
 
     def _syn_options(self, ack: bool, now: int) -> tuple[Opt, ...]:
-        """SYN / SYN-ACK options.  A SYN offers what the tunables allow; a SYN-ACK
-        answers with what was agreed (``_negotiate``)."""
+        """SYN / SYN-ACK options.  A SYN offers what the tunables allow; a passive
+        open's SYN-ACK answers with what was agreed (``_negotiate``).  In a
+        simultaneous open the SYN-ACK repeats the SYN's offer, as Linux does (it
+        resends its SYN with ACK set: tcp_send_synack)."""
         cfg = self.config
-        if ack:
+        if ack and self.passive:
             ts, sack, ws = self.ts_ok, self.sack_ok, self.ws_ok
         else:
             ts, sack, ws = bool(cfg.tcp_timestamps), bool(cfg.tcp_sack), bool(cfg.tcp_window_scaling)
@@ -1347,16 +1350,13 @@ class Connection:
                 # largest window the peer offered or nothing is in flight (§3.8.6.2.1).
                 if n < self.max_snd_wnd // 2 and snd_una != self.snd_nxt:
                     break
-            if (
-                n < mss
-                and n == data_left
-                and not retransmitting
-                and not fin_queued
-                and not self.nodelay
-                and seq.gt(self.snd_sml, snd_una)
-            ):
+            if n < mss and n == data_left and not retransmitting and self._hold_small(snd_una):
                 # Nagle (§3.7.4) in Minshall's form, as Linux: a small segment waits
-                # while an earlier *small* segment is unacknowledged.
+                # while an earlier *small* segment is unacknowledged; TCP_CORK holds it anyway.
+                if self.cork and snd_una == self.snd_nxt and self.persist_at is None:
+                    # Linux's probe timer bounds corking (about 200 ms): tcp_write_wakeup
+                    # then sends what is held.
+                    self._arm_persist(now)
                 break
             flags = FIN if fin else 0
             payload: bytes | memoryview = b""
@@ -1365,7 +1365,7 @@ class Connection:
                 rest = data_left - n
                 if n == data_left or (not retransmitting and (
                     room - n < min(mss, rest)
-                    or (rest < mss and not fin_queued and not self.nodelay and seq.gt(self.snd_sml, snd_una))
+                    or (rest < mss and self._hold_small(snd_una))
                 )):
                     # The end of what is queued, or the last segment a window or
                     # Nagle (holding the small rest) lets out now: PSH (Linux marks
@@ -1406,6 +1406,40 @@ class Connection:
                 self.stack._emit(now, self, ev.CC, ev.CcSample(
                     self.cc.cwnd, min(self.cc.ssthresh, 0x7FFFFFFF), seq.diff(self.snd_nxt, self.snd_una),
                     self.snd_wnd, self.rtt.srtt))
+
+    def _hold_small(self, snd_una: int) -> bool:
+        """Would a segment shorter than the MSS that ends the queued data wait?
+        Linux's tcp_nagle_check: TCP_CORK holds it (even with TCP_NODELAY);
+        else Nagle holds it while a small segment is unacknowledged.  A queued
+        FIN sends everything."""
+        if self.fin_queued:
+            return False
+        return self.cork or (not self.nodelay and seq.gt(self.snd_sml, snd_una))
+
+    def set_nodelay(self, on: bool, now: int) -> None:
+        """TCP_NODELAY: turning it on sends what Nagle held (tcp_push_pending_frames)."""
+        self.nodelay = on
+        if on and self.established:
+            self._push(now)
+            self._rearm()
+
+    def set_cork(self, on: bool, now: int) -> None:
+        """TCP_CORK (Linux, not RFC 9293): hold partial segments until uncorked;
+        uncorking sends them at once, Nagle or not (tcp_push_pending_frames)."""
+        self.cork = on
+        if not on and self.established:
+            self._push_held(now)
+            self._rearm()
+
+    def _push_held(self, now: int) -> None:
+        """Send what Nagle or TCP_CORK holds (Linux's tcp_push_pending_frames with
+        TCP_NAGLE_PUSH, and tcp_write_wakeup)."""
+        cork, nodelay = self.cork, self.nodelay
+        self.cork, self.nodelay = False, True
+        try:
+            self._push(now)
+        finally:
+            self.cork, self.nodelay = cork, nodelay
 
     def _retransmit_head(self, now: int) -> None:
         """Retransmit the first unacknowledged segment (fast retransmit / partial ACK)."""
@@ -1603,7 +1637,10 @@ class Connection:
         SEQ = SND.UNA - 1, which the peer must answer with an ACK carrying its window."""
         if self.snd_wnd > 0 or not len(self.sendbuf) and not self.fin_queued:
             self.persist_backoff = 0
-            self._push(now)
+            if self.cork:
+                self._push_held(now)
+            else:
+                self._push(now)
             return
         self.stack._emit(now, self, ev.TIMER, "persist")
         self.stack.mib.TCPWinProbe += 1
