@@ -373,3 +373,47 @@ def test_ipv6_options_checksum_and_mapped_addresses() -> None:
 def test_ipv6_af_inet_socket_refuses_an_ipv6_bind() -> None:
     msg = failure("--ip_version=ipv6\n0 socket(AF_INET, SOCK_STREAM, IPPROTO_TCP) = 3\n+0 bind(3, ..., ...) = 0\n")
     assert "errno 97" in msg  # EAFNOSUPPORT, as Linux for a sockaddr_in6 on an AF_INET socket
+
+
+# ---------------------------------------------------------------------------- several connections
+
+LISTEN = """\
+0    socket(..., SOCK_STREAM, IPPROTO_TCP) = 3
++0   setsockopt(3, SOL_SOCKET, SO_REUSEADDR, [1], 4) = 0
++0   bind(3, ..., ...) = 0
++0   listen(3, 5) = 0
++0   < 40000>8080 S 0:0(0) win 65535 <mss 1460,nop,wscale 7>
++0   > 8080>40000 S. 0:0(0) ack 1 <mss 1460,nop,wscale 7>
++0   < 40001>8080 S 0:0(0) win 65535 <mss 1460,nop,wscale 7>
++0   > 8080>40001 S. 0:0(0) ack 1 <mss 1460,nop,wscale 7>
++.01 < 40001>8080 . 1:1(0) ack 1 win 1000
++0   < 40000>8080 . 1:1(0) ack 1 win 1000
++0   accept(3, ..., ...) = 4
++0   accept(3, ..., ...) = 5
+"""
+
+
+def test_ports_pick_the_connection_and_accept_maps_fds_in_handshake_order() -> None:
+    host = VirtualHost()
+    r = run(LISTEN + "+0 write(4, ..., 10) = 10\n+0 > 8080>40001 P. 1:11(10) ack 1\n"
+            "+0 write(5, ..., 20) = 20\n+0 > 8080>40000 P. 1:21(20) ack 1\n", host)
+    assert r.passed, r.message
+    assert sorted(k[3] for k in host.stack.conns) == [40000, 40001]
+    # fd 4 is the connection from 40001 (its handshake completed first), not 40000.
+    msg = failure(LISTEN + "+0 write(4, ..., 10) = 10\n+0 > 8080>40000 P. 1:11(10) ack 1\n")
+    assert "no packet was sent" in msg
+
+
+def test_packets_of_another_connection_wait_for_their_line() -> None:
+    """The order between connections is not checked, the order within each is."""
+    r = run(LISTEN + "+0 write(4, ..., 10) = 10\n+0 write(5, ..., 20) = 20\n"
+            "+0 > 8080>40000 P. 1:21(20) ack 1\n+0 > 8080>40001 P. 1:11(10) ack 1\n")
+    assert r.passed, r.message
+    msg = failure(LISTEN + "+0 write(4, ..., 10) = 10\n+0 write(4, ..., 5) = 5\n"
+                  "+0 > 8080>40001 P. 11:16(5) ack 1\n")
+    assert "expected 5 bytes vs actual 10 bytes" in msg and "actual packet:  0.010000 P. 1:11(10)" in msg
+
+
+def test_outbound_port_without_a_connection_fails() -> None:
+    msg = failure(LISTEN + "+0 > 8080>40009 P. 1:11(10) ack 1\n")
+    assert "no connection with remote port 40009" in msg
