@@ -315,3 +315,105 @@ def test_corpus_headers(tmp_path) -> None:
     bad = tmp_path / "bad.pkt"
     bad.write_text("0 < S 0:0(0)\n")
     assert run_one(str(bad)).verdict == "error"
+
+
+# ---------------------------------------------------------------------------- IPv6 (--ip_version)
+
+SERVER6 = SERVER.replace("mss 1460", "mss 1440")
+
+
+def test_ip_version_option_is_one_value_and_checked() -> None:
+    s = parse_script("--ip_version=ipv4-mapped-ipv6\n--tolerance_usecs=8000\n" + SERVER)
+    assert s.options == {"ip_version": "ipv4-mapped-ipv6", "tolerance_usecs": "8000"}
+    with pytest.raises(ScriptError, match=r"--ip_version=ipv5: unknown IP version \(choose one of ipv4, ipv6"):
+        parse_script("--ip_version=ipv5\n" + SERVER)
+
+
+def test_ipv6_script_runs_over_ipv6_with_its_mss() -> None:
+    """The peer's packets are IPv6 with a valid checksum (the engine drops bad ones, so the
+    handshake completing shows it), the stack answers from fd00:198:18::2 with MSS 1440."""
+    host = VirtualHost()
+    seen: list[str] = []
+    r = Runner(parse_script("--ip_version=ipv6\n" + SERVER6, "t.pkt"), host,
+               verbose=seen.append).run()
+    assert r.passed, r.message
+    assert host.stack.conns and all(k[0] == "fd00:198:18::2" and k[2] == "fd00:198:18::1" for k in host.stack.conns)
+    assert host.stack.mib.nstat()["TcpInCsumErrors"] == 0
+    # The same script over IPv4 meets MSS 1460, not 1440.
+    r4 = run(SERVER6)
+    assert r4.outcome is Outcome.FAIL and "mss 1440" in r4.message and "mss 1460" in r4.message
+
+
+def test_ip_version_argument_applies_unless_the_script_names_its_own() -> None:
+    assert Runner(parse_script(SERVER6, "t.pkt"), VirtualHost(), ip_version="ipv6").run().passed
+    # The script's own line wins over the argument (as ksft_runner.sh reads it).
+    r = Runner(parse_script("--ip_version=ipv4\n" + SERVER6, "t.pkt"), VirtualHost(), ip_version="ipv6").run()
+    assert r.outcome is Outcome.FAIL
+    with pytest.raises(ValueError, match="unknown IP version"):
+        Runner(parse_script(SERVER, "t.pkt"), VirtualHost(), ip_version="ipv7")
+
+
+def test_ipv6_options_checksum_and_mapped_addresses() -> None:
+    from tcpstack.script.addressing import Addressing, addressing
+    from tcpstack.script.run import _with_options
+    from tcpstack.wire.ip import build_ip_tcp, parse_ip_tcp
+    from tcpstack.wire.tcp import Segment
+
+    seg = Segment(40000, 8080, 7, 0, SYN, 65535, 0, (), b"")
+    pkt = _with_options(build_ip_tcp("fd00:198:18::1", "fd00:198:18::2", seg), bytes((2, 4, 5, 160)))
+    src, dst, parsed = parse_ip_tcp(pkt)  # verifies the checksum
+    assert (src, dst, parsed.options[0].value, len(pkt)) == ("fd00:198:18::1", "fd00:198:18::2", 1440, 64)
+    mapped = addressing("ipv4-mapped-ipv6")
+    assert (mapped.domain, mapped.sockaddr("198.18.0.2"), mapped.local) == (10, "::ffff:198.18.0.2", "198.18.0.2")
+    assert Addressing.wire("::ffff:198.18.0.1") == "198.18.0.1"
+    assert Addressing.wire("fd00:198:18:0::1") == "fd00:198:18::1"
+    assert addressing("ipv4").domain == 2 and addressing("ipv6").domain == 10
+
+
+def test_ipv6_af_inet_socket_refuses_an_ipv6_bind() -> None:
+    msg = failure("--ip_version=ipv6\n0 socket(AF_INET, SOCK_STREAM, IPPROTO_TCP) = 3\n+0 bind(3, ..., ...) = 0\n")
+    assert "errno 97" in msg  # EAFNOSUPPORT, as Linux for a sockaddr_in6 on an AF_INET socket
+
+
+# ---------------------------------------------------------------------------- several connections
+
+LISTEN = """\
+0    socket(..., SOCK_STREAM, IPPROTO_TCP) = 3
++0   setsockopt(3, SOL_SOCKET, SO_REUSEADDR, [1], 4) = 0
++0   bind(3, ..., ...) = 0
++0   listen(3, 5) = 0
++0   < 40000>8080 S 0:0(0) win 65535 <mss 1460,nop,wscale 7>
++0   > 8080>40000 S. 0:0(0) ack 1 <mss 1460,nop,wscale 7>
++0   < 40001>8080 S 0:0(0) win 65535 <mss 1460,nop,wscale 7>
++0   > 8080>40001 S. 0:0(0) ack 1 <mss 1460,nop,wscale 7>
++.01 < 40001>8080 . 1:1(0) ack 1 win 1000
++0   < 40000>8080 . 1:1(0) ack 1 win 1000
++0   accept(3, ..., ...) = 4
++0   accept(3, ..., ...) = 5
+"""
+
+
+def test_ports_pick_the_connection_and_accept_maps_fds_in_handshake_order() -> None:
+    host = VirtualHost()
+    r = run(LISTEN + "+0 write(4, ..., 10) = 10\n+0 > 8080>40001 P. 1:11(10) ack 1\n"
+            "+0 write(5, ..., 20) = 20\n+0 > 8080>40000 P. 1:21(20) ack 1\n", host)
+    assert r.passed, r.message
+    assert sorted(k[3] for k in host.stack.conns) == [40000, 40001]
+    # fd 4 is the connection from 40001 (its handshake completed first), not 40000.
+    msg = failure(LISTEN + "+0 write(4, ..., 10) = 10\n+0 > 8080>40000 P. 1:11(10) ack 1\n")
+    assert "no packet was sent" in msg
+
+
+def test_packets_of_another_connection_wait_for_their_line() -> None:
+    """The order between connections is not checked, the order within each is."""
+    r = run(LISTEN + "+0 write(4, ..., 10) = 10\n+0 write(5, ..., 20) = 20\n"
+            "+0 > 8080>40000 P. 1:21(20) ack 1\n+0 > 8080>40001 P. 1:11(10) ack 1\n")
+    assert r.passed, r.message
+    msg = failure(LISTEN + "+0 write(4, ..., 10) = 10\n+0 write(4, ..., 5) = 5\n"
+                  "+0 > 8080>40001 P. 11:16(5) ack 1\n")
+    assert "expected 5 bytes vs actual 10 bytes" in msg and "actual packet:  0.010000 P. 1:11(10)" in msg
+
+
+def test_outbound_port_without_a_connection_fails() -> None:
+    msg = failure(LISTEN + "+0 > 8080>40009 P. 1:11(10) ack 1\n")
+    assert "no connection with remote port 40009" in msg

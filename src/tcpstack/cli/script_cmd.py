@@ -8,6 +8,7 @@ import sys
 import time
 
 from tcpstack.script import find_scripts
+from tcpstack.script.addressing import IP_VERSIONS
 from tcpstack.script.corpus import Verdict, run_one, summary
 
 
@@ -33,6 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="rerun a script that failed only on timing up to N times (default: 2 with --kernel, "
         "where real time is shared with the rest of the machine; 0 otherwise)",
+    )
+    p.add_argument(
+        "--ip_version",
+        choices=IP_VERSIONS,
+        default=None,
+        help="packetdrill's --ip_version for scripts that do not name their own on a --ip_version= line "
+        "(default ipv4; ipv6 uses fd00:198:18::2 and ::1, ipv4-mapped-ipv6 AF_INET6 sockets over IPv4)",
     )
     p.add_argument(
         "--ignore-headers",
@@ -74,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     for path in paths:
         retries = args.retries if args.retries is not None else (2 if args.kernel else 0)
         v = run_one(path, kernel=args.kernel, verbose=verbose, honour_headers=not args.ignore_headers,
-                    retries=retries)
+                    retries=retries, ip_version=args.ip_version)
         verdicts.append(v)
         if not args.json:
             print(_line(v), flush=True)

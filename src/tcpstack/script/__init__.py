@@ -35,15 +35,16 @@ __all__ = [
 
 
 def run_script(script: Script, *, kernel: bool = False, verbose: Callable[[str], None] | None = None,
-               netns: str | None = None) -> RunResult:
-    """Run a parsed script against tcpstack (default) or the Linux kernel."""
+               netns: str | None = None, ip_version: str | None = None) -> RunResult:
+    """Run a parsed script against tcpstack (default) or the Linux kernel; ``ip_version``
+    (ipv4, ipv6, ipv4-mapped-ipv6) applies unless the script names its own."""
     from .corpus import make_host
 
-    return Runner(script, make_host(kernel, netns), verbose=verbose).run()
+    return Runner(script, make_host(kernel, netns), verbose=verbose, ip_version=ip_version).run()
 
 
 def run_file(path: str, *, kernel: bool = False, verbose: Callable[[str], None] | None = None,
-             netns: str | None = None) -> RunResult:
+             netns: str | None = None, ip_version: str | None = None) -> RunResult:
     """Parse and run one file; a parse error becomes an ERROR result."""
     try:
         script = parse_file(path)
@@ -51,7 +52,7 @@ def run_file(path: str, *, kernel: bool = False, verbose: Callable[[str], None] 
         return RunResult(path, "linux" if kernel else "tcpstack", Outcome.ERROR, str(exc), exc.line)
     except OSError as exc:
         return RunResult(path, "linux" if kernel else "tcpstack", Outcome.ERROR, f"{path}: {exc}")
-    return run_script(script, kernel=kernel, verbose=verbose, netns=netns)
+    return run_script(script, kernel=kernel, verbose=verbose, netns=netns, ip_version=ip_version)
 
 
 def find_scripts(paths: Iterable[str]) -> Iterator[str]:

@@ -34,20 +34,22 @@ class Verdict:
 
 
 def run_one(path: str, *, kernel: bool = False, verbose: Callable[[str], None] | None = None,
-            honour_headers: bool = True, retries: int = 0) -> Verdict:
+            honour_headers: bool = True, retries: int = 0, ip_version: str | None = None) -> Verdict:
     """Run one script; with ``retries``, a run that failed only on timing is repeated
     (real time is shared with the rest of the machine: a timing error that does not
-    repeat is scheduling noise, not the target's behaviour)."""
-    v = _run_once(path, kernel, verbose, honour_headers)
+    repeat is scheduling noise, not the target's behaviour).  ``ip_version`` is
+    packetdrill's --ip_version for a script that does not name its own."""
+    v = _run_once(path, kernel, verbose, honour_headers, ip_version)
     for _ in range(retries):
         if v.ok or v.verdict != "fail" or "timing error" not in v.result.message:
             break
-        v = _run_once(path, kernel, verbose, honour_headers)
+        v = _run_once(path, kernel, verbose, honour_headers, ip_version)
         v.attempts += 1
     return v
 
 
-def _run_once(path: str, kernel: bool, verbose: Callable[[str], None] | None, honour_headers: bool) -> Verdict:
+def _run_once(path: str, kernel: bool, verbose: Callable[[str], None] | None, honour_headers: bool,
+              ip_version: str | None = None) -> Verdict:
     target = "linux" if kernel else "tcpstack"
     try:
         script = parse_file(path)
@@ -59,7 +61,7 @@ def _run_once(path: str, kernel: bool, verbose: Callable[[str], None] | None, ho
             return Verdict(RunResult(path, target, Outcome.PASS, "skipped"), "skip", "skip", script.header["only"])
         if not kernel and "deviation" in script.header:
             expected, reason = "fail", script.header["deviation"]
-    result = Runner(script, make_host(kernel), verbose=verbose).run()
+    result = Runner(script, make_host(kernel), verbose=verbose, ip_version=ip_version).run()
     if result.outcome is Outcome.ERROR:
         verdict = "error"
     elif expected == "pass":

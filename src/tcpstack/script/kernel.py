@@ -37,7 +37,8 @@ from ..runtime.tun import TunDevice
 from ..tcp.config import Config
 from ..wire.errors import MalformedPacket
 from ..wire.ip import parse_ip_tcp
-from .run import LOCAL_ADDR, REMOTE_ADDR, CallHandle, Captured, ScriptUsageError
+from .addressing import Addressing, addressing
+from .run import LOCAL_ADDR, CallHandle, Captured, ScriptUsageError
 from .symbols import SYMBOLS
 
 SOL_SOCKET, IPPROTO_TCP = 1, 6
@@ -108,6 +109,14 @@ class KernelHost:
         self.cc_override: str | None = None
         self.tap: socket.socket | None = None
         self.realtime_minus_mono = 0
+        self.net = addressing()
+
+    def configure(self, net: Addressing) -> None:
+        """The IP version and addresses: the kernel gets the script's local address on the
+        TUN (with IPv6, fd00:198:18::2/64 besides the IPv4 one)."""
+        if self._ready:
+            raise RuntimeError("KernelHost.configure() must come before the namespace is set up")
+        self.net = net
 
     # -- setup and teardown -----------------------------------------------------------
     def _ensure(self) -> None:
@@ -118,7 +127,9 @@ class KernelHost:
         self.lease.acquire()
         if not self.lease.created:
             raise ScriptUsageError(f"namespace {self.netns_name} already exists; refusing to reuse it")
-        self.tun = TunDevice("tcps%d", netns=self.netns_name, addr4=f"{LOCAL_ADDR}/24", offload=False)
+        net = self.net
+        addr6 = f"{net.local}/{net.prefixlen}" if net.wire_v6 else None
+        self.tun = TunDevice("tcps%d", netns=self.netns_name, addr4=f"{LOCAL_ADDR}/24", addr6=addr6, offload=False)
         started = threading.Event()
         with in_netns(self.netns_name):
             # Started here, the worker lives in the namespace for good (clone copies it).
@@ -235,7 +246,7 @@ class KernelHost:
                 frames = self.tun.read_batch(64)  # always drained; the tap has the times
                 if tap is None:
                     t = self.now()
-                    got.extend(c for c in (self._captured(t, f) for f in frames) if c is not None)
+                    got.extend(c for c in (self._captured(t, f, self.net.remote) for f in frames) if c is not None)
             if tap is not None and tap.fileno() in r:
                 got.extend(self._read_tap(tap))
             if got:
@@ -257,18 +268,18 @@ class KernelHost:
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
                     sec, nsec = struct.unpack("qq", value[:16])
                     t = sec * 1_000_000 + nsec // 1000 - self.realtime_minus_mono - self.t0
-            c = self._captured(t, data)
+            c = self._captured(t, data, self.net.remote)
             if c is not None:
                 got.append(c)
         return got
 
     @staticmethod
-    def _captured(t: int, frame: bytes) -> Captured | None:
+    def _captured(t: int, frame: bytes, remote: str) -> Captured | None:
         try:
             src, dst, seg = parse_ip_tcp(frame)
         except MalformedPacket:
-            return None  # not TCP (the kernel sends nothing else here, but be safe)
-        return Captured(t, src, dst, seg) if dst == REMOTE_ADDR else None
+            return None  # not TCP (with IPv6 the kernel may send MLD reports: ICMPv6)
+        return Captured(t, src, dst, seg) if dst == remote else None
 
     def _worker_sleeping(self) -> bool:
         try:
@@ -381,8 +392,12 @@ class KernelHost:
             s.setsockopt(IPPROTO_TCP, TCP_CONGESTION, self.cc_override.encode())
         return s.fileno()
 
+    def _sockaddr(self, s: socket.socket, addr: str) -> str:
+        return self.net.sockaddr(addr) if s.family == socket.AF_INET6 else addr
+
     def sys_bind(self, fd: int, addr: str, port: int) -> int:
-        self._s(fd).bind((addr, port))
+        s = self._s(fd)
+        s.bind((self._sockaddr(s, addr), port))
         return 0
 
     def sys_listen(self, fd: int, backlog: int) -> int:
@@ -395,7 +410,8 @@ class KernelHost:
         return ns.fileno(), addr
 
     def sys_connect(self, fd: int, addr: str, port: int) -> int:
-        self._s(fd).connect((addr, port))
+        s = self._s(fd)
+        s.connect((self._sockaddr(s, addr), port))
         return 0
 
     def sys_write(self, fd: int, n: int) -> int:

@@ -23,7 +23,9 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
     ("BACKQUOTE", re.compile(r"`(?:\\.|[^`])*`", re.S)),
     ("STRING", re.compile(r'"(?:\\.|[^"])*"')),
     ("ELLIPSIS", re.compile(r"\.\.\.")),
-    ("OPTION", re.compile(r"--[a-zA-Z0-9_]+")),
+    # A whole option line's flag: --name or --name=value (packetdrill's lexer takes
+    # the value up to the next blank, so --ip_version=ipv4-mapped-ipv6 is one value).
+    ("OPTION", re.compile(r"--[a-zA-Z0-9_]+(?:=[^ \t\r\n]+)?")),
     ("IPV4", re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")),
     ("HEX", re.compile(r"0x[0-9a-fA-F]+")),
     ("FLOAT", re.compile(r"-?[0-9]*\.[0-9]+")),

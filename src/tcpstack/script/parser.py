@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 
 from ..wire.tcp import ACK, AE, CWR, ECE, FIN, PSH, RST, SYN, URG
+from .addressing import IP_VERSIONS
 from .lexer import Token, tokenize
 from .model import (
     Action,
@@ -127,14 +128,18 @@ class _Parser:
     def script(self) -> Script:
         options: dict[str, str | None] = {}
         while self.tok.kind == "OPTION":
-            name = self.advance().text[2:]
-            value: str | None = None
-            if self.is_punct("="):
+            tok = self.advance()
+            name, eq, value_text = tok.text[2:].partition("=")
+            value: str | None = value_text if eq else None
+            if not eq and self.is_punct("="):
                 self.advance()
                 v = self.advance()
                 if v.kind in ("EOF", "PUNCT"):
                     raise self.error(f"expected a value for --{name}", v)
                 value = v.text
+            if name == "ip_version" and value not in IP_VERSIONS:
+                raise self.error(f"--ip_version={value}: unknown IP version (choose one of {', '.join(IP_VERSIONS)})",
+                                 tok)
             options[name] = value
         init = None
         if self.tok.kind == "BACKQUOTE":

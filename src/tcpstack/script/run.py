@@ -38,6 +38,7 @@ from ..wire.checksum import internet_checksum, pseudo_header_sum
 from ..wire.ip import build_ip_tcp
 from ..wire.tcp import ACK, AE, CWR, ECE, FIN, OPT_SACK, OPT_TS, PSH, RST, SYN, URG, Opt, Segment
 from . import symbols
+from .addressing import Addressing, addressing
 from .model import (
     BinaryExpr,
     BracedExpr,
@@ -58,7 +59,7 @@ from .model import (
     WordExpr,
 )
 
-LOCAL_ADDR = "198.18.0.2"  # the stack under test (packetdrill's 192.168.0.1)
+LOCAL_ADDR = "198.18.0.2"  # the stack under test (packetdrill's 192.168.0.1); IPv6: addressing.py
 REMOTE_ADDR = "198.18.0.1"  # the script's peer (packetdrill's 192.0.2.1)
 BIND_PORT = 8080  # packetdrill's live_bind_port / live_connect_port
 FIRST_REMOTE_PORT = 40000  # ports of the peer's connections to a listener
@@ -125,6 +126,7 @@ class CallHandle:
 class Host(Protocol):
     target: str
 
+    def configure(self, net: Addressing) -> None: ...  # before anything else: the IP version and addresses
     def start(self) -> None: ...
     def now(self) -> int: ...
     def wait_until(self, t: int) -> None: ...
@@ -190,16 +192,22 @@ class _Timing:
 
 
 class Runner:
-    def __init__(self, script: Script, host: Host, *, verbose: Callable[[str], None] | None = None) -> None:
+    def __init__(self, script: Script, host: Host, *, verbose: Callable[[str], None] | None = None,
+                 ip_version: str | None = None) -> None:
+        """``ip_version``: packetdrill's --ip_version for a script that does not name one itself."""
         self.script = script
         self.host = host
         self.verbose = verbose
         opts = script.options
+        self.net = addressing(opts.get("ip_version") or ip_version or "ipv4")
+        host.configure(self.net)
         self.tolerance_us = int(opts.get("tolerance_usecs") or 4000)
         self.tolerance_pct = float(opts.get("tolerance_percent") or 12.5)
         self.ts_tick_us = int(opts.get("tcp_ts_tick_usecs") or 0)
         self.sockets: list[ScriptSocket] = []
         self.sut: ScriptSocket | None = None  # packetdrill's socket_under_test
+        self.listener: ScriptSocket | None = None  # the socket listen() was last called on
+        self.held: list[Captured] = []  # packets of other script connections, met by a later line
         self.fds: dict[int, ScriptSocket | int] = {}  # script fd -> socket (or live fd of a non-socket)
         self.next_remote_port = FIRST_REMOTE_PORT
         self.last_event: Event | None = None
@@ -407,23 +415,45 @@ class Runner:
 
     # -- packets -----------------------------------------------------------------------
     def new_passive_socket(self, spec: PacketAction) -> ScriptSocket:
-        listener = self.sut if self.sut is not None and self.sut.state is SockState.LISTENING else None
+        """packetdrill's handle_listen_for_script_packet: a SYN to a listener opens a child
+        connection from a new remote port (40000, 40001, ... or the port the line names),
+        and it becomes the socket under test."""
+        listener = self.listener if self.listener is not None and self.listener.state is SockState.LISTENING else None
         sock = ScriptSocket(SockState.PASSIVE_PACKET_RECEIVED)
         port = spec.src_port or self.next_remote_port
-        if not spec.src_port:
-            self.next_remote_port += 1
+        self.next_remote_port = max(self.next_remote_port, port + 1)
         lport = listener.local[1] if listener is not None and listener.local else BIND_PORT
-        sock.remote = (REMOTE_ADDR, port)
-        sock.local = (LOCAL_ADDR, spec.dst_port or lport)
+        sock.remote = (self.net.remote, port)
+        sock.local = (self.net.local, spec.dst_port or lport)
         sock.script_remote_isn = sock.live_remote_isn = spec.seq
         self.sockets.append(sock)
         self.sut = sock
         return sock
 
+    def socket_by_ports(self, spec: PacketAction) -> ScriptSocket | None:
+        """The connection a line with explicit ports (``< 40001>8080 S ...``) is about:
+        the latest script socket with that remote (and local) port."""
+        inbound = spec.direction == "<"
+        remote_port = spec.src_port if inbound else spec.dst_port
+        local_port = spec.dst_port if inbound else spec.src_port
+        for sock in reversed(self.sockets):
+            if sock.remote is None or sock.remote[1] != remote_port:
+                continue
+            if local_port and sock.local is not None and sock.local[1] != local_port:
+                continue
+            return sock
+        return None
+
     def do_inbound(self, ev: Event, spec: PacketAction, timing: _Timing) -> None:
-        sock = self.sut
-        if sock is None or sock.state is SockState.LISTENING:
-            sock = self.new_passive_socket(spec)
+        if spec.src_port:
+            # Several connections in one script: the ports say which one; a new SYN
+            # (or any first packet from a new port) opens a child of the listener.
+            found = self.socket_by_ports(spec)
+            sock = found if found is not None else self.new_passive_socket(spec)
+        else:
+            sock = self.sut
+            if sock is None or sock.state is SockState.LISTENING:
+                sock = self.new_passive_socket(spec)
         if sock.state is SockState.PASSIVE_SYNACK_SENT and spec.flags & ACK:
             sock.state = SockState.PASSIVE_SYNACK_ACKED
         elif sock.state is SockState.ACTIVE_SYN_SENT and spec.flags & SYN and spec.flags & ACK:
@@ -456,7 +486,7 @@ class Runner:
         )
         # The options go on the wire byte for byte as written (EOL and padding
         # included), so the packet is built here rather than by the wire layer.
-        packet = _with_options(build_ip_tcp(REMOTE_ADDR, sock.local[0], seg), _encode_options(opts))
+        packet = _with_options(build_ip_tcp(sock.remote[0], sock.local[0], seg), _encode_options(opts))
         self.wait_for(timing, "inbound packet")
         self.log(f"{self.host.now() / 1e6:9.6f} < {spec.describe()}")
         self.completed_at = self.host.now()
@@ -470,6 +500,14 @@ class Runner:
         raise self.fail(f"unable to infer live TS ecr for script TS ecr {ecr}; no matching or preceding outbound TS val")
 
     def outbound_socket(self, spec: PacketAction) -> ScriptSocket:
+        if spec.dst_port:
+            found = self.socket_by_ports(spec)
+            if found is None:
+                raise self.fail(f"no connection with remote port {spec.dst_port} for this packet "
+                                "(an inbound SYN from that port opens one)")
+            if found.state is SockState.PASSIVE_PACKET_RECEIVED and spec.flags & SYN and spec.flags & ACK:
+                found.script_local_isn = spec.seq
+            return found
         sock = self.sut
         if spec.flags & SYN and not spec.flags & ACK and sock is not None and sock.state is SockState.ACTIVE_CONNECTING:
             sock.state = SockState.ACTIVE_SYN_SENT
@@ -483,12 +521,12 @@ class Runner:
 
     def belongs(self, sock: ScriptSocket, spec: PacketAction, cap: Captured) -> bool:
         seg = cap.seg
+        if sock.key is not None:
+            return (cap.src, seg.src_port, cap.dst, seg.dst_port) == sock.key
         if spec.src_port or spec.dst_port:
             return (not spec.src_port or seg.src_port == spec.src_port) and (
                 not spec.dst_port or seg.dst_port == spec.dst_port
             )
-        if sock.key is not None:
-            return (cap.src, seg.src_port, cap.dst, seg.dst_port) == sock.key
         # A connect() whose SYN we have not seen: learn the stack's port and ISN from it.
         if (
             sock.state is SockState.ACTIVE_SYN_SENT
@@ -502,13 +540,32 @@ class Runner:
             return True
         return False
 
+    def other_connection(self, sock: ScriptSocket, cap: Captured) -> ScriptSocket | None:
+        key = (cap.src, cap.seg.src_port, cap.dst, cap.seg.dst_port)
+        for other in self.sockets:
+            if other is not sock and other.key == key:
+                return other
+        return None
+
     def sniff_for(self, sock: ScriptSocket, spec: PacketAction, deadline: int | None) -> Captured | None:
+        """The next packet of ``sock``.  A packet of another connection the script knows
+        is kept for the line that names that connection (with several connections the
+        order *between* them is the scheduler's, the order within each is checked);
+        packets of no script connection are ignored, as packetdrill does."""
+        for i, cap in enumerate(self.held):
+            if sock.key is not None and self.belongs(sock, spec, cap):
+                return self.held.pop(i)
         while True:
             cap = self.host.sniff(deadline)
             if cap is None:
                 return None
             if self.belongs(sock, spec, cap):
                 return cap
+            if self.other_connection(sock, cap) is not None:
+                self.held.append(cap)
+                self.log(f"{cap.time / 1e6:9.6f} (held for a later line: another script connection) "
+                         f"{cap.seg.describe()}")
+                continue
             self.log(f"{cap.time / 1e6:9.6f} (ignored: not the socket under test) {cap.seg.describe()}")
 
     def do_outbound(self, ev: Event, spec: PacketAction, timing: _Timing) -> None:
@@ -801,7 +858,8 @@ class Runner:
             self.sut = sock
             self.fds[script_fd] = sock
             return
-        live_fd, (raddr, rport) = value
+        live_fd, peer = value
+        raddr, rport = Addressing.wire(peer[0]), peer[1]
         for sock in self.sockets:
             if sock.remote == (raddr, rport) and sock.state in (
                 SockState.PASSIVE_SYNACK_SENT, SockState.PASSIVE_SYNACK_ACKED, SockState.PASSIVE_PACKET_RECEIVED
@@ -822,7 +880,7 @@ class Runner:
         if name == "socket":
             self.nargs(sc, 3)
             dom = sc.args[0]
-            domain = symbols.SYMBOLS["AF_INET"] if isinstance(dom, EllipsisExpr) else self.int_value(dom)
+            domain = self.net.domain if isinstance(dom, EllipsisExpr) else self.int_value(dom)
             return "socket", (domain, self.int_value(sc.args[1]), self.int_value(sc.args[2])), ident
         if name == "bind":
             self.nargs(sc, 3)
@@ -832,9 +890,9 @@ class Runner:
 
             def bound(v: Any) -> int:
                 if sock is not None:
-                    sock.local = (LOCAL_ADDR, BIND_PORT)
+                    sock.local = (self.net.local, BIND_PORT)
                 return int(v)
-            return "bind", (fd, LOCAL_ADDR, BIND_PORT), bound
+            return "bind", (fd, self.net.local, BIND_PORT), bound
         if name == "listen":
             self.nargs(sc, 2)
             sock = self.fd_socket(sc)
@@ -843,8 +901,9 @@ class Runner:
             def listening(v: Any) -> int:
                 if sock is not None:
                     sock.state = SockState.LISTENING
+                    self.listener = sock
                     if sock.local is None:
-                        sock.local = (LOCAL_ADDR, BIND_PORT)
+                        sock.local = (self.net.local, BIND_PORT)
                 return int(v)
             return "listen", (fd, self.int_value(sc.args[1])), listening
         if name in ("accept", "accept4"):
@@ -857,9 +916,9 @@ class Runner:
             fd = self.live_fd(sc)
             if sock is not None and sock.state is SockState.NEW:
                 sock.state = SockState.ACTIVE_CONNECTING
-                sock.remote = (REMOTE_ADDR, BIND_PORT)
+                sock.remote = (self.net.remote, BIND_PORT)
                 self.sut = sock
-            return "connect", (fd, REMOTE_ADDR, BIND_PORT), ident
+            return "connect", (fd, self.net.remote, BIND_PORT), ident
         if name in ("write", "read"):
             self.nargs(sc, 3)
             return name, (self.live_fd(sc), self.int_value(sc.args[2])), ident
@@ -965,7 +1024,7 @@ class Runner:
         for a in sc.args[1:]:
             if not isinstance(a, EllipsisExpr):
                 raise ScriptUsageError(f"{sc.name}(): only ... addresses are supported (the runner picks "
-                                       f"{LOCAL_ADDR}:{BIND_PORT} and {REMOTE_ADDR}:{BIND_PORT})")
+                                       f"{self.net.local} port {BIND_PORT} and {self.net.remote} port {BIND_PORT})")
 
 
 class ScriptUsageError(Exception):
@@ -1023,19 +1082,25 @@ def _encode_options(options: list[Opt]) -> bytes:
 
 
 def _with_options(packet: bytes, options: bytes) -> bytes:
-    """Insert raw option bytes into an IPv4/TCP packet built without options."""
+    """Insert raw option bytes into an IPv4 or IPv6 packet built without TCP options
+    (lengths and checksums redone; RFC 8200 8.1 for the IPv6 pseudo-header)."""
     if not options:
         return packet
-    ihl = (packet[0] & 0xF) * 4
+    v6 = packet[0] >> 4 == 6
+    ihl = 40 if v6 else (packet[0] & 0xF) * 4
     ip = bytearray(packet[:ihl])
     tcp = bytearray(packet[ihl : ihl + 20]) + options + packet[ihl + 20 :]
     tcp[12] = ((20 + len(options)) // 4) << 4 | (tcp[12] & 0x0F)
     tcp[16:18] = b"\0\0"
-    ip[2:4] = (ihl + len(tcp)).to_bytes(2, "big")
-    ip[10:12] = b"\0\0"
-    ip[10:12] = internet_checksum(ip).to_bytes(2, "big")
-    csum = internet_checksum(tcp, pseudo_header_sum(bytes(ip[12:16]), bytes(ip[16:20]), 6, len(tcp)))
-    tcp[16:18] = csum.to_bytes(2, "big")
+    if v6:
+        ip[4:6] = len(tcp).to_bytes(2, "big")
+        pseudo = pseudo_header_sum(bytes(ip[8:24]), bytes(ip[24:40]), 6, len(tcp))
+    else:
+        ip[2:4] = (ihl + len(tcp)).to_bytes(2, "big")
+        ip[10:12] = b"\0\0"
+        ip[10:12] = internet_checksum(ip).to_bytes(2, "big")
+        pseudo = pseudo_header_sum(bytes(ip[12:16]), bytes(ip[16:20]), 6, len(tcp))
+    tcp[16:18] = internet_checksum(tcp, pseudo).to_bytes(2, "big")
     return bytes(ip + tcp)
 
 

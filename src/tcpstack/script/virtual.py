@@ -23,7 +23,8 @@ from typing import Any
 from ..tcp import Config, Connection, Listener, Stack, State
 from ..wire.errors import MalformedPacket
 from ..wire.ip import parse_ip_tcp
-from .run import LOCAL_ADDR, CallHandle, Captured, ScriptUsageError
+from .addressing import Addressing, addressing
+from .run import CallHandle, Captured, ScriptUsageError
 from .symbols import CA_STATE_NUMBERS, STATE_NUMBERS, SYMBOLS
 
 S = State
@@ -46,6 +47,7 @@ class VSock:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.domain = SYM["AF_INET"]
         self.nonblocking = False
         self.bound: tuple[str, int] | None = None
         self.listener: Listener | None = None
@@ -83,13 +85,20 @@ class VirtualHost:
 
     def __init__(self, config: Config | None = None, *, seed: int = 1) -> None:
         self.config = config if config is not None else Config()
-        self.stack = Stack([LOCAL_ADDR], self.config, seed=seed, name="script")
+        self.seed = seed
+        self.configure(addressing())
         self.clock = 0
         self.queue: deque[Captured] = deque()
         self.ops: list[_Op] = []
         self.socks: dict[int, VSock] = {}
 
     # -- driving the engine ----------------------------------------------------------
+    def configure(self, net: Addressing) -> None:
+        """The stack answers for the script's local address of its IP version (IPv4-mapped
+        sockets are IPv4 on the wire, so the engine sees IPv4)."""
+        self.net = net
+        self.stack = Stack([net.local], self.config, seed=self.seed, name="script")
+
     def start(self) -> None:
         pass
 
@@ -249,7 +258,7 @@ class VirtualHost:
         return fd
 
     def sys_socket(self, domain: int, type_: int, proto: int) -> int:
-        if domain != SYM["AF_INET"]:
+        if domain not in (SYM["AF_INET"], SYM["AF_INET6"]):
             raise _err(errno.EAFNOSUPPORT)
         if type_ & 0xF != SYM["SOCK_STREAM"]:
             raise _err(errno.ESOCKTNOSUPPORT if type_ & 0xF == SYM["SOCK_RAW"] else errno.EPROTONOSUPPORT)
@@ -257,6 +266,7 @@ class VirtualHost:
             raise _err(errno.EPROTONOSUPPORT)
         fd = self._new_fd()
         s = VSock(fd)
+        s.domain = domain
         s.nonblocking = bool(type_ & SYM["SOCK_NONBLOCK"])
         self.socks[fd] = s
         return fd
@@ -275,8 +285,15 @@ class VirtualHost:
                     return True
         return False
 
+    def _check_family(self, s: VSock, addr: str) -> None:
+        """An AF_INET socket cannot take an IPv6 address (Linux: EAFNOSUPPORT for the
+        wrong sockaddr family); an AF_INET6 one takes both (IPv4 as ::ffff:a.b.c.d)."""
+        if ":" in addr and s.domain != SYM["AF_INET6"]:
+            raise _err(errno.EAFNOSUPPORT)
+
     def sys_bind(self, fd: int, addr: str, port: int) -> int:
         s = self._sock(fd)
+        self._check_family(s, addr)
         if s.bound is not None or s.conn is not None:
             raise _err(errno.EINVAL)
         if self._port_in_use(s, addr, port):
@@ -292,7 +309,8 @@ class VirtualHost:
             s.listener.set_backlog(backlog)
             return 0
         if s.bound is None:
-            s.bound = (LOCAL_ADDR, self.stack._ephemeral_port(LOCAL_ADDR, "0.0.0.0", 0, self.clock))
+            local = self.net.local
+            s.bound = (local, self.stack._ephemeral_port(local, self.net.unspecified, 0, self.clock))
         reuse = bool(s.opts.get((SYM["SOL_SOCKET"], SYM["SO_REUSEADDR"])))
         s.listener = self.stack.listen(s.bound[1], self.clock, addr=s.bound[0], backlog=max(backlog, 0), reuse=reuse)
         return 0
@@ -321,6 +339,7 @@ class VirtualHost:
 
     def sys_connect(self, fd: int, addr: str, port: int) -> Generator[int | None, None, int]:
         s = self._sock(fd)
+        self._check_family(s, addr)
         if s.listener is not None:
             raise _err(errno.EISCONN)
         conn = s.conn
@@ -557,6 +576,10 @@ class VirtualHost:
             return err.errno if err is not None else 0
         if key == (1, 3):  # SO_TYPE
             return SYM["SOCK_STREAM"]
+        if key == (1, 39):  # SO_DOMAIN: AF_INET6 for IPv6 and IPv4-mapped sockets
+            return s.domain
+        if key == (1, 38):  # SO_PROTOCOL
+            return SYM["IPPROTO_TCP"]
         if key == (6, 11):  # TCP_INFO: values are checked with %{ }%
             return 0
         if key == (1, 30):  # SO_ACCEPTCONN
