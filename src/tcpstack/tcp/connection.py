@@ -1180,6 +1180,12 @@ class Connection:
         mss = self.snd_mss
         if self.ts_ok:
             mss -= 12
+        # Linux's tcp_bound_to_half_wnd: against a peer with a tiny window, segments
+        # of at most half the largest window it offered (the whole window if < 536).
+        mw = self.max_snd_wnd
+        cutoff = mw >> 1 if mw > 536 else mw
+        if 0 < cutoff < mss:
+            mss = max(cutoff, 48 - (12 if self.ts_ok else 0))
         if self.sack_ok and self.recvbuf.ooo_bytes:
             mss -= 4 + 8 * min(self.recvbuf.ooo_count, 3 if self.ts_ok else 4)
         return mss
@@ -1689,7 +1695,7 @@ class Connection:
             "state": self.state.value,
             "rto": self.rtt.rto,
             "ato": self.config.tcp_delack_min_ms * 1000,
-            "snd_mss": self.snd_mss,
+            "snd_mss": self.eff_mss(),  # as Linux's mss_cache: timestamps taken off
             "rcv_mss": self.rcv_mss,
             "rtt": self.rtt.srtt,
             "rttvar": self.rtt.rttvar,
