@@ -570,3 +570,32 @@ def test_unclosed_socket_is_closed_when_collected(host: LoopbackHost) -> None:
     assert peer_conn.state is State.CLOSE_WAIT
     a.close()
     srv.close()
+
+
+def test_ip_tos_and_ipv6_tclass(host: LoopbackHost) -> None:
+    # RFC 9293 MUST-48/SHLD-21: the application sets the Diffserv field, also mid-connection.
+    srv = server()
+    srv.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x28)
+    c, a = pair(srv)
+    assert a.getsockopt(socket.IPPROTO_IP, socket.IP_TOS) == 0x28  # inherited from the listener
+    assert a.connection.tos == 0x28 and c.getsockopt(socket.IPPROTO_IP, socket.IP_TOS) == 0
+    c.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0xBB)  # Linux clears the ECN bits for TCP
+    assert c.getsockopt(socket.IPPROTO_IP, socket.IP_TOS) == 0xB8 and c.connection.tos == 0xB8
+    c.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x1B4)  # the kernel keeps the low 8 bits
+    assert c.getsockopt(socket.IPPROTO_IP, socket.IP_TOS) == 0xB4
+    with pytest.raises(OSError) as info:
+        c.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, 0x20)
+    assert info.value.errno == errno.ENOPROTOOPT
+    with pytest.raises(TypeError):
+        c.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 1.5)
+    for s in (c, a, srv):
+        s.close()
+    s6 = socket.socket(socket.AF_INET6)
+    s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, -1)  # RFC 3542 §6.5: the default
+    assert s6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS) == 0
+    s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, 0xB9)
+    assert s6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS) == 0xB8
+    with pytest.raises(OSError) as info:
+        s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, 256)
+    assert info.value.errno == errno.EINVAL
+    s6.close()

@@ -18,6 +18,7 @@ from tcpstack.wire import (
     ChecksumError,
     IPChecksumError,
     MalformedPacket,
+    NotTcp,
     build_ip_tcp,
     build_tcp,
     parse_ip,
@@ -91,7 +92,7 @@ def check_robust(pkt: bytes) -> None:
             src, dst, seg = parse_ip_tcp(pkt, verify)
         except MalformedPacket as exc:
             assert isinstance(exc.reason, str) and exc.reason
-            assert type(exc) in (MalformedPacket, ChecksumError, IPChecksumError)
+            assert type(exc) in (MalformedPacket, ChecksumError, IPChecksumError, NotTcp)
         else:
             seg.describe()
             again = build_ip_tcp(src, dst, seg)

@@ -57,6 +57,10 @@ AF_INET6 = _std.AF_INET6
 SOCK_STREAM = _std.SOCK_STREAM
 SOL_SOCKET = _std.SOL_SOCKET
 IPPROTO_TCP = _std.IPPROTO_TCP
+IPPROTO_IP = _std.IPPROTO_IP
+IPPROTO_IPV6 = _std.IPPROTO_IPV6
+IP_TOS = _std.IP_TOS
+IPV6_TCLASS = getattr(_std, "IPV6_TCLASS", 67)
 SO_REUSEADDR = _std.SO_REUSEADDR
 SO_KEEPALIVE = _std.SO_KEEPALIVE
 SO_LINGER = _std.SO_LINGER
@@ -99,7 +103,7 @@ getdefaulttimeout = _std.getdefaulttimeout
 setdefaulttimeout = _std.setdefaulttimeout
 
 __all__ = [
-    "AF_INET", "AF_INET6", "IPPROTO_TCP", "MSG_DONTWAIT", "MSG_PEEK", "MSG_WAITALL", "SHUT_RD",
+    "AF_INET", "AF_INET6", "IPPROTO_IP", "IPPROTO_IPV6", "IPPROTO_TCP", "IPV6_TCLASS", "IP_TOS", "MSG_DONTWAIT", "MSG_PEEK", "MSG_WAITALL", "SHUT_RD",
     "SHUT_RDWR", "SHUT_WR", "SOCK_STREAM", "SOL_SOCKET", "SOMAXCONN", "SO_ERROR", "SO_KEEPALIVE",
     "SO_LINGER", "SO_RCVBUF", "SO_REUSEADDR", "SO_SNDBUF", "SO_TYPE", "TCP_CORK", "TCP_INFO", "TCP_KEEPCNT",
     "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_MAXSEG", "TCP_NODELAY", "TCP_QUICKACK", "TCP_USER_TIMEOUT",
@@ -351,9 +355,12 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
         addr, port = self._bound
         reuse = self._reuse()
 
+        tos = self._opts.get(_tos_key(self.family), 0)
+
         def do(now: int) -> Listener:
             new = self._stack.listen(port, now, addr=addr, backlog=backlog, reuse=reuse)
             new.waker = self._driver.notify
+            new.tos = tos
             return new
 
         self._listener = self._driver.call(do)
@@ -721,11 +728,16 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
             value = int.from_bytes(bytes(value)[:4], "little", signed=True)
         elif isinstance(value, bool):
             value = int(value)
+        if (level, optname) in ((IPPROTO_IP, IP_TOS), (IPPROTO_IPV6, IPV6_TCLASS)):
+            value = _tos_value(self.family, level, optname, value)
         _validate_option(level, optname, value)
         self._opts[(level, optname)] = value
         conn = self._conn
         if conn is not None:
             self._driver.call(lambda now: _set_conn_option(conn, level, optname, value, now))
+        lst = self._listener
+        if lst is not None and (level, optname) == _tos_key(self.family):
+            lst.tos = value  # SYN-ACKs and the connections accepted from now on (as Linux)
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
         self._check_open()
@@ -737,6 +749,12 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
             return self.tcp_info()
         if key == (SOL_SOCKET, SO_ERROR):
             err = (conn.error if conn is not None else None) or self._connect_error
+            if err is None and conn is not None and conn.soft_error is not None:
+                # Linux: no pending error -> the ICMP soft error, cleared on read
+                # (sock_getsockopt: xchg(&sk->sk_err_soft, 0)).
+                err = conn.soft_error[1]
+                self._driver.call(lambda now: setattr(conn, "soft_error", None))
+                return err.errno or errno.EIO
             if err is None or self._error_reported:
                 return 0
             self._error_reported = True
@@ -784,8 +802,31 @@ _KNOWN_OPTIONS = frozenset({
     (SOL_SOCKET, SO_RCVBUF), (SOL_SOCKET, SO_SNDBUF), (IPPROTO_TCP, TCP_NODELAY),
     (IPPROTO_TCP, TCP_MAXSEG), (IPPROTO_TCP, TCP_KEEPIDLE), (IPPROTO_TCP, TCP_KEEPINTVL),
     (IPPROTO_TCP, TCP_KEEPCNT), (IPPROTO_TCP, TCP_USER_TIMEOUT), (IPPROTO_TCP, TCP_QUICKACK),
-    (IPPROTO_TCP, TCP_CORK),
+    (IPPROTO_TCP, TCP_CORK), (IPPROTO_IP, IP_TOS), (IPPROTO_IPV6, IPV6_TCLASS),
 })
+INET_ECN_MASK = 0x03  # RFC 3168: the low two bits of the TOS / Traffic Class octet
+
+
+def _tos_key(family: int) -> tuple[int, int]:
+    """The option that sets the TOS octet of this family's packets."""
+    return (IPPROTO_IPV6, IPV6_TCLASS) if family == AF_INET6 else (IPPROTO_IP, IP_TOS)
+
+
+def _tos_value(family: int, level: int, opt: int, value: Any) -> int:
+    """RFC 9293 MUST-48 (Diffserv field), as Linux's setsockopt: IP_TOS keeps
+    the low 8 bits of any int (the kernel stores a u8); IPV6_TCLASS takes
+    -1..255, -1 meaning the default 0 (RFC 3542 §6.5), and only on AF_INET6
+    sockets.  For TCP the ECN bits are the stack's, not the application's:
+    Linux clears them (__ip_sock_set_tos, do_ipv6_setsockopt)."""
+    if not isinstance(value, int):
+        raise TypeError(f"option {level}/{opt} takes an integer, not {type(value).__name__}")
+    if opt == IPV6_TCLASS and level == IPPROTO_IPV6:
+        if family != AF_INET6:
+            raise OSError(errno.ENOPROTOOPT, "Protocol not available (IPV6_TCLASS needs an AF_INET6 socket; use IP_TOS)")
+        if not -1 <= value <= 255:
+            raise OSError(errno.EINVAL, f"IPV6_TCLASS must be -1..255, got {value}")
+        value = max(value, 0)
+    return value & 0xFF & ~INET_ECN_MASK
 
 
 def _validate_option(level: int, opt: int, value: Any) -> None:
@@ -842,6 +883,8 @@ def _set_conn_option(conn: Connection, level: int, opt: int, value: Any, now: in
     elif (level, opt) == (IPPROTO_TCP, TCP_QUICKACK):
         if value:
             conn.quickack = max(conn.quickack, 16)
+    elif (level, opt) == _tos_key(AF_INET6 if ":" in conn.remote_addr else AF_INET):
+        conn.tos = value  # SHLD-21: takes effect from the next packet, also mid-connection
 
 
 def _get_conn_option(conn: Connection, level: int, opt: int, opts: Mapping[tuple[int, int], Any]) -> Any:
@@ -864,6 +907,8 @@ def _get_conn_option(conn: Connection, level: int, opt: int, opts: Mapping[tuple
         return conn.eff_mss() if conn.established else conn.rcv_mss
     if level == IPPROTO_TCP and opt in _KEEPALIVE_KEYS:
         return getattr(conn.config, _KEEPALIVE_KEYS[opt])
+    if (level, opt) == _tos_key(AF_INET6 if ":" in conn.remote_addr else AF_INET):
+        return conn.tos  # inherited from the listener for accepted connections
     if (level, opt) in opts:
         return opts[(level, opt)]
     return _default_option(conn.config, level, opt)
@@ -884,6 +929,8 @@ def _default_option(cfg: Any, level: int, opt: int) -> Any:
         (IPPROTO_TCP, TCP_USER_TIMEOUT): 0,
         (IPPROTO_TCP, TCP_MAXSEG): 536,
         (IPPROTO_TCP, TCP_QUICKACK): 1,
+        (IPPROTO_IP, IP_TOS): 0,
+        (IPPROTO_IPV6, IPV6_TCLASS): 0,
     }
     if (level, opt) not in defaults:
         raise OSError(errno.ENOPROTOOPT, f"Protocol not available (option {level}/{opt})")

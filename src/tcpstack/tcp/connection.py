@@ -18,6 +18,7 @@ cites it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,9 @@ from ..wire.tcp import ACK, FIN, OPT_SACK, OPT_TS, PSH, RST, SYN, URG, Opt, Segm
 from . import events as ev
 from . import seq
 from .congestion import create as create_cc
+from .icmp import ERROR as ICMP_ERROR
+from .icmp import IPV4_MIN_PMTU, IPV6_MIN_MTU
+from .icmp import PMTU as ICMP_PMTU
 from .recvbuf import RecvBuffer
 from .rto import RtoEstimator
 from .sack import Scoreboard
@@ -32,6 +36,7 @@ from .sendbuf import SendBuffer
 from .state import CAN_RECEIVE, CAN_SEND, LEGAL, State
 
 if TYPE_CHECKING:
+    from ..wire.icmp import IcmpMessage
     from .stack import Stack
 
 S = State
@@ -100,6 +105,8 @@ class Connection:
         "total_retrans", "bytes_acked", "bytes_received", "segs_out", "segs_in", "bytes_retrans",
         "rcv_space", "rcv_space_copied", "rcv_space_time", "user_rcvbuf",
         "data_segs_out", "data_segs_in", "created_at",
+        # IP: TOS / Traffic Class of our packets, path MTU, the last ICMP soft error
+        "tos", "pmtu", "soft_error",
         "__weakref__",
     )
 
@@ -204,6 +211,11 @@ class Connection:
         self.user_rcvbuf = False  # SO_RCVBUF set: no auto-tuning (as Linux)
         self.segs_out = self.segs_in = self.data_segs_out = self.data_segs_in = 0
         self.created_at = now
+        self.tos = 0  # IP_TOS / IPV6_TCLASS (RFC 9293 MUST-48), ECN bits clear
+        self.pmtu = stack.mtu  # lowered by ICMP fragmentation-needed / Packet Too Big
+        # (SND.UNA when recorded, error): an ICMP soft error, reported if the
+        # connection times out before SND.UNA moves (see on_icmp_error).
+        self.soft_error: tuple[int, OSError] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -1609,7 +1621,9 @@ class Connection:
         exhausted = self.retries >= self._max_retries() if budget is None else elapsed >= budget
         if exhausted or user_timeout:
             self.stack.mib.TCPAbortOnTimeout += 1
-            self._fail(TimeoutError(110, "Connection timed out (no acknowledgment after retransmissions)"), now)
+            soft = self.soft_error  # Linux's tcp_write_err(): sk_err_soft ?: ETIMEDOUT
+            self._fail(soft[1] if soft is not None and soft[0] == self.snd_una else
+                       TimeoutError(110, "Connection timed out (no acknowledgment after retransmissions)"), now)
             return
         self.retries += 1
         self.stack.mib.TCPTimeouts += 1
@@ -1731,6 +1745,79 @@ class Connection:
             "send_q": len(self.sendbuf),
             "recv_q": self.recvbuf.ready,
         }
+
+    # ==========================================================================
+    # ICMP errors (RFC 9293 §3.9.2.2, RFC 1122 §4.2.3.9), as Linux's
+    # tcp_v4_err()/tcp_v6_err(); the stack demultiplexed the quoted 4-tuple.
+    # ==========================================================================
+    def on_icmp_error(self, msg: IcmpMessage, effect: int, err: int, now: int) -> None:
+        """An ICMP error quoting one of our segments; ``effect``/``err`` come from
+        ``icmp.classify``.  RFC 5927 §4.1 (Linux: OutOfWindowIcmps): the quoted
+        sequence number must lie in SND.UNA..SND.NXT, else the message is
+        dropped -- a blind attacker has to guess it.  Then:
+
+        * fragmentation needed / Packet Too Big (RFC 1191, RFC 8201): the
+          path MTU drops (never below Linux's floors: IPv4 min_pmtu 552, an
+          IPv6 MTU under 1280 is ignored) and what was sent at the old size
+          is resent at the new one (Linux: tcp_simple_retransmit, no cwnd
+          reduction beyond the MSS change);
+        * in SYN-SENT and SYN-RECEIVED a destination unreachable, time
+          exceeded or parameter problem aborts the attempt with its errno
+          (Linux; RFC 5461 §4 describes this common deviation from
+          MUST-56);
+        * in synchronized states it is a soft error (MUST-56: never an
+          abort), kept until SND.UNA advances and reported instead of
+          ETIMEDOUT if the connection times out (SHLD-25), and by SO_ERROR.
+        """
+        st = self.state
+        if st is S.CLOSED or st is S.TIME_WAIT:
+            return
+        stack = self.stack
+        q = msg.orig_seq
+        if not (seq.le(self.snd_una, q) and seq.le(q, self.snd_nxt)):
+            stack.mib.OutOfWindowIcmps += 1
+            stack._emit(now, self, ev.DROP, f"ICMP {msg.type}/{msg.code} quotes seq {q} outside SND.UNA..SND.NXT")
+            return
+        if effect == ICMP_PMTU:
+            if st is S.SYN_SENT or st is S.SYN_RECEIVED:
+                return  # our SYN fits any legal MTU; options are not agreed yet
+            mtu, v6 = msg.mtu, ":" in self.remote_addr
+            if v6 and mtu < IPV6_MIN_MTU:
+                stack._emit(now, self, ev.DROP, f"ICMPv6 Packet Too Big with MTU {mtu} < 1280 ignored")
+                return
+            if not v6 and mtu < IPV4_MIN_PMTU:
+                mtu = IPV4_MIN_PMTU
+                self.soft_error = (self.snd_una, OSError(err, os.strerror(err)))
+            if mtu >= self.pmtu:
+                return  # ICMP only ever lowers the path MTU (RFC 1191 §3, RFC 8201 §4)
+            self.pmtu = mtu
+            mss = max(mtu - (60 if v6 else 40), self.config.tcp_min_snd_mss)
+            stack._emit(now, self, ev.INFO, f"path MTU {mtu} (ICMP from {msg.src}): MSS {self.snd_mss} -> {min(mss, self.snd_mss)}")
+            old = self.snd_mss
+            if mss >= old:
+                return
+            self.snd_mss = mss
+            cc = self.cc
+            cc.mss = mss
+            cc.cwnd = max(cc.cwnd * mss // old, mss)  # same number of segments, as Linux counts cwnd
+            if seq.lt(self.snd_una, self.snd_nxt):
+                # Resend the flight at the new size (Linux: tcp_simple_retransmit).
+                self.in_recovery = False
+                self.dupacks = 0
+                self.recover = self.snd_nxt
+                self.rtx_nxt = self.snd_una
+                self._push(now)
+                self._rearm()
+            return
+        if effect != ICMP_ERROR:
+            stack._emit(now, self, ev.DROP, f"ICMP {msg.type}/{msg.code} ignored")
+            return
+        exc = OSError(err, f"{os.strerror(err)} (ICMP type {msg.type} code {msg.code} from {msg.src})")
+        if st is S.SYN_SENT or st is S.SYN_RECEIVED:
+            self._fail(exc, now)
+            return
+        self.soft_error = (self.snd_una, exc)
+        stack._emit(now, self, ev.INFO, f"ICMP soft error: {exc.strerror}")
 
 
 __all__ = ["Connection", "OPT_SACK"]

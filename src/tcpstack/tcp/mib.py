@@ -92,11 +92,32 @@ TCPEXT_COUNTERS = (
     "TCPRcvQDrop",
     "TCPZeroWindowDrop",
     "PAWSOldAck",
+    "OutOfWindowIcmps",
+)
+
+# /proc/net/snmp's Icmp: line and /proc/net/snmp6's Icmp6 counters, as nstat
+# names them (the attribute is the nstat name: Icmp's InErrors is not Tcp's InErrs).
+ICMP_COUNTERS = (
+    "IcmpInMsgs",
+    "IcmpInErrors",
+    "IcmpInCsumErrors",
+    "IcmpInDestUnreachs",
+    "IcmpInTimeExcds",
+    "IcmpInParmProbs",
+    "IcmpInSrcQuenchs",
+    "IcmpInRedirects",
+    "Icmp6InMsgs",
+    "Icmp6InErrors",
+    "Icmp6InCsumErrors",
+    "Icmp6InDestUnreachs",
+    "Icmp6InPktTooBigs",
+    "Icmp6InTimeExcds",
+    "Icmp6InParmProblems",
 )
 
 
 class Mib:
-    __slots__ = TCP_COUNTERS + TCPEXT_COUNTERS
+    __slots__ = TCP_COUNTERS + TCPEXT_COUNTERS + ICMP_COUNTERS
     # Declared for the type checker (the values are set in __init__).
     ActiveOpens: int
     PassiveOpens: int
@@ -178,6 +199,22 @@ class Mib:
     TCPRcvQDrop: int
     TCPZeroWindowDrop: int
     PAWSOldAck: int
+    OutOfWindowIcmps: int
+    IcmpInMsgs: int
+    IcmpInErrors: int
+    IcmpInCsumErrors: int
+    IcmpInDestUnreachs: int
+    IcmpInTimeExcds: int
+    IcmpInParmProbs: int
+    IcmpInSrcQuenchs: int
+    IcmpInRedirects: int
+    Icmp6InMsgs: int
+    Icmp6InErrors: int
+    Icmp6InCsumErrors: int
+    Icmp6InDestUnreachs: int
+    Icmp6InPktTooBigs: int
+    Icmp6InTimeExcds: int
+    Icmp6InParmProblems: int
 
     def __init__(self) -> None:
         for name in self.__slots__:
@@ -188,7 +225,8 @@ class Mib:
         return {name: getattr(self, name) for name in self.__slots__}
 
     def nstat(self) -> dict[str, int]:
-        """nstat's names: TcpInSegs, TcpExtListenOverflows, ..."""
+        """nstat's names: TcpInSegs, TcpExtListenOverflows, IcmpInMsgs, ..."""
         out = {f"Tcp{n}": getattr(self, n) for n in TCP_COUNTERS}
         out.update({f"TcpExt{n}": getattr(self, n) for n in TCPEXT_COUNTERS})
+        out.update({n: getattr(self, n) for n in ICMP_COUNTERS})
         return out

@@ -27,13 +27,28 @@ import random
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..wire.errors import ChecksumError, IPChecksumError, MalformedPacket
-from ..wire.ip import build_ip_tcp, parse_ip_tcp
+from ..wire.errors import ChecksumError, IPChecksumError, MalformedPacket, NotTcp
+from ..wire.icmp import (
+    ICMP4_DEST_UNREACH,
+    ICMP4_PARAMETER_PROBLEM,
+    ICMP4_REDIRECT,
+    ICMP4_SOURCE_QUENCH,
+    ICMP4_TIME_EXCEEDED,
+    ICMP6_DEST_UNREACH,
+    ICMP6_PACKET_TOO_BIG,
+    ICMP6_PARAMETER_PROBLEM,
+    ICMP6_TIME_EXCEEDED,
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    parse_icmp,
+)
+from ..wire.ip import PROTO_TCP, IPPacket, build_ip_tcp, parse_ip_tcp
 from ..wire.tcp import ACK, RST, SYN, Segment
 from . import events as ev
 from .config import Config
 from .connection import Connection
 from .events import Event
+from .icmp import classify, request_abort
 from .isn import IsnGenerator, Key, Rfc6528Isn, keyed_offset
 from .listener import Listener
 from .mib import Mib
@@ -43,6 +58,20 @@ from .timewait import TW_ISN_GAP, TimeWait, TimeWaitTable, reusable, unpack
 
 S = State
 ENETUNREACH = 101
+# Per-type input counters of /proc/net/snmp (Icmp:) and /proc/net/snmp6 (Icmp6).
+_ICMP4_IN = {
+    ICMP4_DEST_UNREACH: "IcmpInDestUnreachs",
+    ICMP4_SOURCE_QUENCH: "IcmpInSrcQuenchs",
+    ICMP4_REDIRECT: "IcmpInRedirects",
+    ICMP4_TIME_EXCEEDED: "IcmpInTimeExcds",
+    ICMP4_PARAMETER_PROBLEM: "IcmpInParmProbs",
+}
+_ICMP6_IN = {
+    ICMP6_DEST_UNREACH: "Icmp6InDestUnreachs",
+    ICMP6_PACKET_TOO_BIG: "Icmp6InPktTooBigs",
+    ICMP6_TIME_EXCEEDED: "Icmp6InTimeExcds",
+    ICMP6_PARAMETER_PROBLEM: "Icmp6InParmProblems",
+}
 EADDRINUSE = 98
 EADDRNOTAVAIL = 99
 
@@ -128,6 +157,14 @@ class Stack:
         except IPChecksumError as exc:
             self._emit_drop(now, f"bad IPv4 header checksum: {exc.reason}")
             return
+        except NotTcp as exc:
+            pkt: IPPacket = exc.packet  # type: ignore[assignment]
+            if pkt.proto == (PROTO_ICMP if pkt.version == 4 else PROTO_ICMPV6):
+                self._receive_icmp(pkt, now)
+                return
+            mib.InErrs += 1
+            self._emit_drop(now, f"malformed: {exc.reason}")
+            return
         except MalformedPacket as exc:
             mib.InErrs += 1
             self._emit_drop(now, f"malformed: {exc.reason}")
@@ -164,6 +201,68 @@ class Stack:
         if self.observers:
             self._emit_raw(now, 0, ev.RECV, key, seg)
         self._closed_port(src, dst, seg, now)
+
+    def _receive_icmp(self, pkt: IPPacket, now: int) -> None:
+        """ICMP input (RFC 9293 §3.9.2.2, RFC 1122 §4.2.3.9, RFC 4443), as Linux's
+        icmp_rcv()/icmpv6_rcv() then tcp_v4_err()/tcp_v6_err(): count the
+        message, find the connection (or half-open request) by the quoted
+        4-tuple, and let it act (``Connection.on_icmp_error``).  Malformed
+        messages and errors about no socket of ours count as InErrors."""
+        mib = self.mib
+        v4 = pkt.version == 4
+        if v4:
+            mib.IcmpInMsgs += 1
+        else:
+            mib.Icmp6InMsgs += 1
+        try:
+            msg = parse_icmp(pkt.version, pkt.src, pkt.dst, pkt.payload, pkt.src_packed, pkt.dst_packed,
+                             not self.checksum_offload)
+        except MalformedPacket as exc:
+            if v4:
+                mib.IcmpInErrors += 1
+                mib.IcmpInCsumErrors += isinstance(exc, ChecksumError)
+            else:
+                mib.Icmp6InErrors += 1
+                mib.Icmp6InCsumErrors += isinstance(exc, ChecksumError)
+            self._emit_drop(now, f"malformed ICMP: {exc.reason}")
+            return
+        counter = (_ICMP4_IN if v4 else _ICMP6_IN).get(msg.type)
+        if counter is not None:
+            setattr(mib, counter, getattr(mib, counter) + 1)
+        if pkt.dst not in self.addresses:
+            self._emit_drop(now, f"ICMP not for us: {pkt.dst}")
+            return
+        if not msg.quoted or msg.orig_proto != PROTO_TCP:
+            self._emit_drop(now, f"ICMP type {msg.type} code {msg.code}: not an error about TCP")
+            return
+        key = (msg.orig_src, msg.orig_sport, msg.orig_dst, msg.orig_dport)
+        effect, err = classify(msg)
+        conn = self.conns.get(key)
+        if conn is not None:
+            if self.observers:
+                self._emit(now, conn, ev.RECV, msg)
+            conn.on_icmp_error(msg, effect, err, now)
+            return
+        if key in self.timewait:
+            self._emit_drop(now, "ICMP for a connection in TIME-WAIT ignored")
+            return
+        listener = self.listeners.get((key[0], key[1])) or self.listeners.get(("", key[1]))
+        req = listener.requests.get(key) if listener is not None else None
+        if listener is not None and req is not None:
+            # Linux's tcp_req_err(): the quoted sequence number must be our ISN.
+            if msg.orig_seq != req.iss:
+                mib.OutOfWindowIcmps += 1
+                self._emit_drop(now, "ICMP for a half-open connection quotes a sequence number other than ISS")
+            elif request_abort(msg):
+                mib.ListenDrops += 1
+                listener._drop_request(req, now, f"ICMP type {msg.type} code {msg.code}")
+            return
+        # Linux counts an error for no socket as an ICMP input error.
+        if v4:
+            mib.IcmpInErrors += 1
+        else:
+            mib.Icmp6InErrors += 1
+        self._emit_drop(now, f"ICMP for no connection {key[0]}:{key[1]} -> {key[2]}:{key[3]}")
 
     def poll(self, now: int) -> None:
         """Fire every timer due at or before ``now``."""
@@ -364,7 +463,7 @@ class Stack:
             local, remote = conn.local_addr, conn.remote_addr
             conn.segs_out += 1
         assert local is not None and remote is not None
-        self._outq.append(build_ip_tcp(local, remote, seg, 64, 0, self.checksum_offload))
+        self._outq.append(build_ip_tcp(local, remote, seg, 64, 0, self.checksum_offload, conn.tos if conn else 0))
         if self.gso_max:
             mss = conn.eff_mss() if conn is not None else 0
             n = len(seg.payload)
@@ -382,9 +481,9 @@ class Stack:
             else:
                 self._emit_raw(now, 0, ev.SEND, (local, seg.src_port, remote, seg.dst_port), seg)
 
-    def output_raw(self, conn_id: int, local: str, remote: str, seg: Segment, now: int) -> None:
+    def output_raw(self, conn_id: int, local: str, remote: str, seg: Segment, now: int, tos: int = 0) -> None:
         """Send a segment on behalf of a compact record (request, TIME-WAIT)."""
-        self._outq.append(build_ip_tcp(local, remote, seg, 64, 0, self.checksum_offload))
+        self._outq.append(build_ip_tcp(local, remote, seg, 64, 0, self.checksum_offload, tos))
         if self.gso_max:
             self._gso.append(0)
         self.mib.OutSegs += 1

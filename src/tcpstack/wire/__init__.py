@@ -1,5 +1,6 @@
 """bytes <-> headers: IPv4 (RFC 791), IPv6 (RFC 8200), TCP and its options
-(RFC 9293 §3.1/§3.2, RFC 7323, RFC 2018) and the Internet checksum (RFC 1071).
+(RFC 9293 §3.1/§3.2, RFC 7323, RFC 2018), ICMP error messages (RFC 792,
+RFC 4443) and the Internet checksum (RFC 1071).
 
 Pure functions on bytes, standard library only; the engine (``tcpstack.tcp``)
 sees ``Segment`` values, never bytes.  Parsing raises ``MalformedPacket`` (or a
@@ -8,7 +9,8 @@ that cannot go on the wire.
 """
 
 from .checksum import internet_checksum, ones_sum, pseudo_header_sum
-from .errors import ChecksumError, IPChecksumError, MalformedPacket
+from .errors import ChecksumError, IPChecksumError, MalformedPacket, NotTcp
+from .icmp import IcmpMessage, build_icmp_error, parse_icmp
 from .ip import IPPacket, build_ip_tcp, ip_version, parse_ip, parse_ip_tcp
 from .tcp import (
     ACK,
@@ -64,9 +66,12 @@ __all__ = [
     "ChecksumError",
     "IPChecksumError",
     "IPPacket",
+    "IcmpMessage",
     "MalformedPacket",
+    "NotTcp",
     "Opt",
     "Segment",
+    "build_icmp_error",
     "build_ip_tcp",
     "build_tcp",
     "format_options",
@@ -74,6 +79,7 @@ __all__ = [
     "ip_version",
     "mss_opt",
     "ones_sum",
+    "parse_icmp",
     "parse_ip",
     "parse_ip_tcp",
     "parse_tcp",

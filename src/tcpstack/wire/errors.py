@@ -13,7 +13,7 @@ options) is misuse by the caller and raises a plain ``ValueError`` instead.
 
 from __future__ import annotations
 
-__all__ = ["ChecksumError", "IPChecksumError", "MalformedPacket"]
+__all__ = ["ChecksumError", "IPChecksumError", "MalformedPacket", "NotTcp"]
 
 
 class MalformedPacket(ValueError):
@@ -30,3 +30,13 @@ class ChecksumError(MalformedPacket):
 
 class IPChecksumError(MalformedPacket):
     """The IPv4 header checksum does not verify."""
+
+
+class NotTcp(MalformedPacket):
+    """A well-formed IP packet that does not carry TCP; ``packet`` is its IP
+    layer (an ``ip.IPPacket``), so the stack can look at ICMP without parsing
+    the IP header again."""
+
+    def __init__(self, reason: str, packet: object) -> None:
+        super().__init__(reason)
+        self.packet = packet

@@ -42,7 +42,7 @@ import struct
 from dataclasses import dataclass
 
 from .checksum import Buffer
-from .errors import IPChecksumError, MalformedPacket
+from .errors import IPChecksumError, MalformedPacket, NotTcp
 from .tcp import _FLAGS_MASK, Segment, _checksum_error, _options, _parse_tcp, _tcp_header
 
 __all__ = ["IPPacket", "build_ip_tcp", "ip_version", "parse_ip", "parse_ip_tcp"]
@@ -289,7 +289,7 @@ def _parse_ip_tcp_general(buf: Buffer, verify_checksum: bool) -> tuple[str, str,
     pkt = parse_ip(buf, verify_checksum)
     if pkt.proto != PROTO_TCP:
         name = _PROTO_NAMES.get(pkt.proto)
-        raise MalformedPacket(f"not TCP: protocol {pkt.proto}" + (f" ({name})" if name else ""))
+        raise NotTcp(f"not TCP: protocol {pkt.proto}" + (f" ({name})" if name else ""), pkt)
     addr_sum = int.from_bytes(pkt.src_packed, "big") + int.from_bytes(pkt.dst_packed, "big")
     return pkt.src, pkt.dst, _parse_tcp(pkt.payload, addr_sum, verify_checksum)
 
@@ -413,12 +413,20 @@ _IP4_FIXED_WORDS = 0x4500 + _IP4_DF  # version/IHL/TOS word + flags/fragment wor
 
 
 def build_ip_tcp(
-    src: str, dst: str, seg: Segment, ttl: int = 64, ident: int = 0, partial_csum: bool = False
+    src: str,
+    dst: str,
+    seg: Segment,
+    ttl: int = 64,
+    ident: int = 0,
+    partial_csum: bool = False,
+    tos: int = 0,
 ) -> bytes:
     """One packet: IPv4 (DF set) if ``src`` has no ':', else IPv6 (hop limit ``ttl``).
 
     ``partial_csum``: checksum offload -- the TCP checksum field holds only the
     pseudo-header sum for the device to complete (see ``tcp._tcp_header``).
+    ``tos``: the IPv4 TOS octet / IPv6 Traffic Class (RFC 2474 DSCP in the top
+    six bits, RFC 3168 ECN in the low two), 0..255.
 
     Raises ``ValueError`` for addresses, ``ttl``/``ident`` or a segment that
     cannot be put on the wire.
@@ -432,15 +440,20 @@ def build_ip_tcp(
         if not v6:
             tcp = _tcp_header(seg, s_sum + d_sum + PROTO_TCP, 0xFFFF - 20, partial_csum)
             total = 20 + len(tcp) + len(payload)
-            csum = -(_IP4_FIXED_WORDS + total + ident + (ttl << 8 | PROTO_TCP) + s_sum + d_sum)
+            csum = -(_IP4_FIXED_WORDS + tos + total + ident + (ttl << 8 | PROTO_TCP) + s_sum + d_sum)
             ip = _IP4.pack(
-                0x45, 0, total, ident, _IP4_DF, ttl, PROTO_TCP, csum % 0xFFFF, s_packed, d_packed
+                0x45, tos, total, ident, _IP4_DF, ttl, PROTO_TCP, csum % 0xFFFF, s_packed, d_packed
             )
         else:
             tcp = _tcp_header(seg, s_sum + d_sum + PROTO_TCP, 0xFFFF, partial_csum)
-            ip = _IP6.pack(0x60000000, len(tcp) + len(payload), PROTO_TCP, ttl, s_packed, d_packed)
+            if tos and not 0 <= tos <= 255:
+                raise struct.error
+            ip = _IP6.pack(
+                0x60000000 | tos << 20, len(tcp) + len(payload), PROTO_TCP, ttl, s_packed, d_packed
+            )
     except (struct.error, TypeError):
         raise ValueError(
-            f"cannot build IP header: ttl={ttl!r} (0..255), ident={ident!r} (0..65535)"
+            f"cannot build IP header: ttl={ttl!r} (0..255), ident={ident!r} (0..65535), "
+            f"tos={tos!r} (0..255)"
         ) from None
     return b"".join((ip, tcp, payload))
