@@ -363,7 +363,7 @@ def test_send_after_shutdown_is_broken_pipe_and_half_close(host: LoopbackHost) -
     a.close()
     assert c.recv(100) == b""
     assert wait_for(lambda: a.connection.state is State.CLOSED)
-    assert a.connection.history[-3:] == [State.CLOSE_WAIT, State.LAST_ACK, State.CLOSED]
+    assert a.connection.history[-3:] == (State.CLOSE_WAIT, State.LAST_ACK, State.CLOSED)
     assert State.TIME_WAIT in c.connection.history
     c.close()
     srv.close()

@@ -253,7 +253,7 @@ def test_active_close_four_way_to_time_wait(stack, peer):
     assert conn.state is State.TIME_WAIT
     peer.poll(90_004_000)
     assert conn.state is State.CLOSED and stack.timewait == {}
-    assert conn.history == [State.CLOSED, State.SYN_SENT, State.ESTABLISHED, State.FIN_WAIT_1,
+    assert list(conn.history) == [State.CLOSED, State.SYN_SENT, State.ESTABLISHED, State.FIN_WAIT_1,
                             State.FIN_WAIT_2, State.TIME_WAIT, State.CLOSED]
 
 
@@ -267,7 +267,7 @@ def test_passive_close_close_wait_last_ack(stack, peer):
     assert conn.state is State.LAST_ACK
     assert peer.send(4000, seg(P + 1, C + 1, ACK)) == []
     assert conn.state is State.CLOSED
-    assert conn.history[-4:] == [State.ESTABLISHED, State.CLOSE_WAIT, State.LAST_ACK, State.CLOSED]
+    assert conn.history[-4:] == (State.ESTABLISHED, State.CLOSE_WAIT, State.LAST_ACK, State.CLOSED)
 
 
 def test_fin_after_data_acked_with_the_close_when_the_application_answers(stack, peer):
@@ -339,7 +339,7 @@ def test_fin_and_ack_of_fin_together_go_to_time_wait_via_fin_wait_2(stack, peer)
     conn.close(2000)
     peer.recv()
     assert peer.send(2001, seg(P, C + 1, FIN | ACK)) == [out(C + 1, P + 1, ACK)]
-    assert conn.history[-3:] == [State.FIN_WAIT_1, State.FIN_WAIT_2, State.TIME_WAIT]
+    assert conn.history[-3:] == (State.FIN_WAIT_1, State.FIN_WAIT_2, State.TIME_WAIT)
     assert State.CLOSING not in conn.history
 
 

@@ -38,15 +38,15 @@ def test_active_open_sends_syn_and_enters_syn_sent(stack, peer):
 
 def test_syn_sent_syn_ack_establishes(stack, peer):
     conn = established_client(stack, peer)
-    assert conn.history == [State.CLOSED, State.SYN_SENT, State.ESTABLISHED]
+    assert list(conn.history) == [State.CLOSED, State.SYN_SENT, State.ESTABLISHED]
     assert conn.snd_una == ISS + 1 and conn.rcv_nxt == IRS + 1
     assert stack.mib.CurrEstab == 1
 
 
 def test_passive_open_listen_syn_received_established(stack, peer):
     lst, conn = established_server(stack, peer)
-    assert lst.history == [State.CLOSED, State.LISTEN]
-    assert conn.history == [State.SYN_RECEIVED, State.ESTABLISHED]
+    assert list(lst.history) == [State.CLOSED, State.LISTEN]
+    assert list(conn.history) == [State.SYN_RECEIVED, State.ESTABLISHED]
     assert stack.mib.PassiveOpens == 1
     assert lst.requests == {}
 
@@ -124,7 +124,7 @@ def test_simultaneous_open():
         for p in pb:
             a.receive(p, t)
     assert ca.state is State.ESTABLISHED and cb.state is State.ESTABLISHED
-    assert ca.history == [State.CLOSED, State.SYN_SENT, State.SYN_RECEIVED, State.ESTABLISHED]
+    assert list(ca.history) == [State.CLOSED, State.SYN_SENT, State.SYN_RECEIVED, State.ESTABLISHED]
     assert cb.history == ca.history
     ca.send(b"hello", 300)
     for p in a.transmit():

@@ -130,7 +130,7 @@ def test_syncookies_2_sends_a_cookie_and_keeps_no_request():
     assert lst.requests == {} and st.conns == {}
     assert st.mib.SyncookiesSent == 1 and st.mib.TCPReqQFullDoCookies == 1
     assert synack.seq == st.syncookies.make(KEY, IRS, 1460, T0)[0]
-    assert lst.history == [State.CLOSED, State.LISTEN]
+    assert list(lst.history) == [State.CLOSED, State.LISTEN]
 
 
 def test_cookie_ack_creates_the_connection():
@@ -140,7 +140,7 @@ def test_cookie_ack_creates_the_connection():
     assert peer.send(T0 + 1000, seg(IRS + 1, synack.seq + 1, ACK, 4000)) == []
     conn = lst.accept()
     assert conn is not None and conn.state is State.ESTABLISHED
-    assert conn.history == [State.SYN_RECEIVED, State.ESTABLISHED]
+    assert list(conn.history) == [State.SYN_RECEIVED, State.ESTABLISHED]
     assert conn.iss == synack.seq and conn.irs == IRS
     assert conn.snd_mss == 1300  # 1400 rounded down to the table
     assert conn.snd_wnd == 4000 and not conn.ws_ok and not conn.sack_ok and not conn.ts_ok

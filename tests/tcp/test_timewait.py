@@ -109,7 +109,7 @@ def test_orphaned_tcb_is_freed_and_a_held_one_is_told():
     gc.collect()
     assert len(st._tw._conns) == 1  # only the TCB still referenced
     st.poll(70_000_000)
-    assert held.state is State.CLOSED and held.history[-2:] == [State.TIME_WAIT, State.CLOSED]
+    assert held.state is State.CLOSED and held.history[-2:] == (State.TIME_WAIT, State.CLOSED)
     assert st.timewait == {} and st.mib.TW == 2
 
 

@@ -25,6 +25,17 @@ REFUSED = {
 }
 
 
+# Per-connection constants (MSS, RTO bounds, the initial window) as one shared
+# int object each: ints above 256 are separate 28-byte objects, and every TCB
+# keeps several.
+_SHARED_INTS: dict[int, int] = {}
+
+
+def shared_int(x: int) -> int:
+    """The process-wide int object equal to ``x`` (for per-TCB constants)."""
+    return _SHARED_INTS.setdefault(x, x)
+
+
 @dataclass
 class Config:
     # --- connection establishment -------------------------------------------------

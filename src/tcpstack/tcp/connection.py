@@ -31,7 +31,7 @@ from .icmp import IPV4_MIN_PMTU, IPV6_MIN_MTU
 from .icmp import PMTU as ICMP_PMTU
 from .recvbuf import RecvBuffer
 from .rto import RtoEstimator
-from .sack import Scoreboard
+from .sack import NO_SACKS, Scoreboard
 from .sendbuf import SendBuffer
 from .state import CAN_RECEIVE, CAN_SEND, LEGAL, State
 
@@ -127,7 +127,7 @@ class Connection:
         self.key = (self.local_addr, self.local_port, self.remote_addr, self.remote_port)
         self.state = S.CLOSED
         self.passive = False
-        self.history: list[State] = [S.CLOSED]
+        self.history: tuple[State, ...] = (S.CLOSED,)  # every state passed, in order
 
         self.iss = self.snd_una = self.snd_nxt = self.rtx_nxt = 0
         self.snd_wnd = self.snd_up = self.snd_wl1 = self.snd_wl2 = self.max_snd_wnd = 0
@@ -140,9 +140,9 @@ class Connection:
         self.snd_sml = 0  # end of the last small segment sent (Minshall's Nagle)
         self.dupacks = 0
         self.in_recovery = False
-        self.sb = Scoreboard()  # what the peer SACKed (RFC 2018), stream offsets
+        self.sb = NO_SACKS  # what the peer SACKed (RFC 2018), stream offsets; made on the first block
         self.high_rxt = 0  # RFC 6675 HighRxt, as a stream offset
-        self.sack_recent: list[int] = []  # offsets of recent out-of-order arrivals (RFC 2018 §4)
+        self.sack_recent: list[int] | None = None  # offsets of recent out-of-order arrivals (RFC 2018 §4)
         self.dsack: tuple[int, int] | None = None  # a duplicate to report (RFC 2883)
         # Tail loss probe (RFC 8985 §7): rtx_at is a probe timeout (PTO) while pto
         # is set; tlp_high is TLP.end_seq of the episode in progress (None: none).
@@ -195,9 +195,7 @@ class Connection:
         self.last_rcv_at = now  # keepalive idles from the last segment received (as Linux)
         self.last_oow_ack_at = -(1 << 62)  # the last challenge ACK (rate limit)
 
-        self.rtt = RtoEstimator(
-            cfg.tcp_rto_initial_ms * 1000, cfg.tcp_rto_min_us, cfg.tcp_rto_max_ms * 1000
-        )
+        self.rtt = RtoEstimator(*stack.rto_bounds(cfg))
         self.rtt_seq: int | None = None
         self.rtt_time = 0
         self.cc = create_cc(cfg.tcp_congestion_control, self.snd_mss, cfg.tcp_init_cwnd, now)
@@ -233,7 +231,7 @@ class Connection:
         if (old, new) not in LEGAL:
             raise AssertionError(f"illegal transition {old.value} -> {new.value} ({cause})")
         self.state = new
-        self.history.append(new)
+        self.history += (new,)
         self.stack._state_changed(self, old, new, now, cause)
         self._wake()
 
@@ -936,7 +934,10 @@ class Connection:
             e = head + seq.diff(right, una)
             if self.fin_queued and seq.gt(right, self.fin_seq):
                 e -= 1  # a SACKed FIN is not data
-            got = self.sb.add(s, e)
+            sb = self.sb
+            if sb is NO_SACKS:
+                sb = self.sb = Scoreboard()  # the first SACK block this connection sees
+            got = sb.add(s, e)
             if got < 0:
                 self.stack.mib.TCPSACKDiscard += 1
             else:
@@ -1072,7 +1073,9 @@ class Connection:
             # RFC 2018 §4: the first SACK block reports the most recent arrival.
             start = self.recvbuf.nxt + off
             recent = self.sack_recent
-            if start in recent:
+            if recent is None:
+                recent = self.sack_recent = []
+            elif start in recent:
                 recent.remove(start)
             recent.insert(0, start)
             del recent[4:]
@@ -1169,11 +1172,12 @@ class Connection:
             out.append(dsack)
             self.dsack = None
         chosen: list[tuple[int, int]] = []
-        for start in self.sack_recent:
+        recent = self.sack_recent or ()
+        for start in recent:
             blk = rb.block_containing(start)
             if blk is not None and blk not in chosen:
                 chosen.append(blk)
-        self.sack_recent = [s for s in self.sack_recent if s >= base]
+        self.sack_recent = [s for s in recent if s >= base] or None
         for b in rb.first_blocks(2 * limit):  # O(limit) work, whatever the queue holds
             if len(chosen) >= limit:
                 break

@@ -117,7 +117,7 @@ class Listener:
         self.accept_queue: deque[Connection] = deque()
         self.waker: Callable[[Listener], None] | None = None
         self.state = S.CLOSED
-        self.history: list[State] = [S.CLOSED]
+        self.history: tuple[State, ...] = (S.CLOSED,)
         self.syn_queue_max = 0  # the longest the SYN queue has been
         self.young = 0  # requests whose SYN-ACK was never retransmitted (Linux: queue->young)
         self.last_cookie_at: int | None = None  # Linux: tcp_synq_overflow() stamp
@@ -130,7 +130,7 @@ class Listener:
     def _set_state(self, new: State, now: int, cause: str) -> None:
         old = self.state
         self.state = new
-        self.history.append(new)
+        self.history += (new,)
         if self.stack.observers:
             self.stack._emit_raw(now, self.conn_id, ev.STATE, (self.local_addr or "*", self.local_port, "*", 0), (old, new, cause))
 
@@ -453,7 +453,7 @@ class Listener:
         key = req.key
         conn = Connection(stack, req.conn_id, (key[0], key[1]), (key[2], key[3]), now)
         conn.state = S.SYN_RECEIVED  # the request already reported LISTEN -> SYN-RECEIVED
-        conn.history = [S.SYN_RECEIVED]
+        conn.history = (S.SYN_RECEIVED,)
         conn.passive = True
         conn.tos = self.tos
         conn.iss = conn.snd_una = req.iss

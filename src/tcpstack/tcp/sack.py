@@ -15,22 +15,24 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 
 MAX_BLOCKS = 256
+_NONE: list[int] = ()  # type: ignore[assignment]  # never mutated: replaced on the first add
 
 
 class Scoreboard:
     __slots__ = ("starts", "ends", "sacked")
 
     def __init__(self) -> None:
-        self.starts: list[int] = []
-        self.ends: list[int] = []
+        # Shared empty tuples until the first block: most connections never see
+        # a SACK block, and two empty lists would cost 112 bytes each time.
+        self.starts: list[int] = _NONE
+        self.ends: list[int] = _NONE
         self.sacked = 0  # total SACKed bytes
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def clear(self) -> None:
-        self.starts.clear()
-        self.ends.clear()
+        self.starts = self.ends = _NONE
         self.sacked = 0
 
     def add(self, s: int, e: int) -> int:
@@ -39,6 +41,10 @@ class Scoreboard:
         if e <= s:
             return 0
         starts, ends = self.starts, self.ends
+        if not starts:
+            self.starts, self.ends = [s], [e]
+            self.sacked += e - s
+            return e - s
         i = bisect_left(ends, s)  # first interval ending at or after s
         j = bisect_right(starts, e, i)  # intervals i..j-1 touch [s, e]
         if i == j:
@@ -66,9 +72,14 @@ class Scoreboard:
             self.sacked -= ends[x] - starts[x]
         del starts[:k]
         del ends[:k]
-        if starts and starts[0] < head:
+        if not starts:
+            self.starts = self.ends = _NONE  # all acknowledged: give the lists back
+        elif starts[0] < head:
             self.sacked -= head - starts[0]
             starts[0] = head
+
+    def __repr__(self) -> str:
+        return f"Scoreboard({list(zip(self.starts, self.ends, strict=True))}, sacked={self.sacked})"
 
     def highest(self) -> int | None:
         return self.ends[-1] if self.ends else None
@@ -113,3 +124,9 @@ class Scoreboard:
     def is_sacked(self, off: int) -> bool:
         i = bisect_right(self.starts, off) - 1
         return i >= 0 and off < self.ends[i]
+
+
+#: The scoreboard of every connection that has not seen a SACK block yet: shared
+#: and empty (clear() and advance() leave it so); the connection replaces it with
+#: its own before the first add().
+NO_SACKS = Scoreboard()

@@ -16,6 +16,9 @@ from bisect import bisect_right
 # Small writes are merged into the previous chunk (one copy of a few KiB)
 # rather than kept as thousands of tiny chunks.
 _MERGE_BELOW = 2048
+# Shared empty tuples while nothing is queued (an idle connection then owns no
+# lists: two empty lists would cost 112 bytes).
+_NONE: list = ()  # type: ignore[assignment]  # never mutated: replaced before use
 
 
 class SendBuffer:
@@ -25,8 +28,8 @@ class SendBuffer:
         self.capacity = capacity
         self.head = 0  # stream offset of the oldest unacknowledged byte
         self.tail = 0  # stream offset just past the last byte written
-        self._chunks: list[bytes] = []
-        self._starts: list[int] = []
+        self._chunks: list[bytes] = _NONE
+        self._starts: list[int] = _NONE
         self._h = 0  # index of the chunk holding `head`
 
     def __len__(self) -> int:
@@ -46,6 +49,10 @@ class SendBuffer:
         else:
             chunk = bytes(memoryview(data)[:n])
         chunks = self._chunks
+        if chunks is _NONE:
+            self._chunks, self._starts = [chunk], [self.tail]
+            self.tail += n
+            return n
         if (
             n < _MERGE_BELOW
             and len(chunks) > self._h
@@ -101,8 +108,7 @@ class SendBuffer:
             chunks[h] = b""  # release memory now; the slot is compacted below
             h += 1
         if self.head == self.tail:
-            chunks.clear()
-            starts.clear()
+            self._chunks = self._starts = _NONE
             h = 0
         elif h > 32 and h * 2 > len(chunks):
             del chunks[:h]

@@ -45,7 +45,7 @@ from ..wire.icmp import (
 from ..wire.ip import PROTO_TCP, IPPacket, build_ip_tcp, parse_ip_tcp
 from ..wire.tcp import ACK, RST, SYN, Segment
 from . import events as ev
-from .config import Config
+from .config import Config, shared_int
 from .connection import Connection
 from .events import Event
 from .icmp import classify, request_abort
@@ -378,7 +378,13 @@ class Stack:
     # ------------------------------------------------------------------ helpers used by the engine
     def mss_for(self, remote: str) -> int:
         """MSS from the interface MTU: MTU - 40 (IPv4) or - 60 (IPv6) (RFC 9293 §3.7.1)."""
-        return self.mtu - (60 if ":" in remote else 40)
+        mss = self.mtu - (60 if ":" in remote else 40)
+        return shared_int(mss)  # one int object for every TCB (28 B each)
+
+    def rto_bounds(self, cfg: Config) -> tuple[int, int, int]:
+        """(initial, min, max) RTO in µs for a new TCB, as shared int objects."""
+        b = (cfg.tcp_rto_initial_ms * 1000, cfg.tcp_rto_min_us, cfg.tcp_rto_max_ms * 1000)
+        return shared_int(b[0]), shared_int(b[1]), shared_int(b[2])
 
     def rcv_wscale(self) -> int:
         """The window scale we offer, chosen as Linux does from tcp_rmem's maximum:

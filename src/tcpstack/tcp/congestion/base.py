@@ -6,6 +6,8 @@ detection (RFC 5681 / RFC 6582 / RFC 6675); the algorithm adjusts the windows.
 
 from __future__ import annotations
 
+from ..config import shared_int
+
 INFINITE_SSTHRESH = 0x7FFFFFFF
 
 
@@ -16,14 +18,14 @@ class CongestionControl:
     def __init__(self, mss: int, init_cwnd_segments: int, now: int) -> None:
         self.mss = mss
         # RFC 6928: IW = 10 segments (Linux's default); RFC 5681 (3.1) allows up to 4.
-        self.cwnd = init_cwnd_segments * mss
+        self.cwnd = shared_int(init_cwnd_segments * mss)
         self.ssthresh = INFINITE_SSTHRESH
         self.prior_cwnd = self.cwnd
 
     def set_mss(self, mss: int, init_cwnd_segments: int) -> None:
         """The MSS became known (after the handshake)."""
         self.mss = mss
-        self.cwnd = init_cwnd_segments * mss
+        self.cwnd = shared_int(init_cwnd_segments * mss)
 
     def _slow_start(self, acked: int) -> int:
         """RFC 5681 (2) with appropriate byte counting, L = 2*SMSS (RFC 3465),
