@@ -48,3 +48,12 @@ def test_newreno_avoidance_count_restarts_after_a_timeout():
         cc.on_ack(MSS, 10 * MSS, 1_000, 50_000)
     cc.on_rto(10 * MSS, 2_000)
     assert cc.cwnd == MSS and cc.ssthresh == 5 * MSS and cc._ca_acc == 0
+
+
+@pytest.mark.parametrize("algo", [NewReno, Cubic])
+def test_slow_start_counts_a_stretch_ack_in_full(algo):
+    # A receiver with GRO (Linux) ACKs ~16 segments at once; Linux's slow start
+    # grows by all of them (no RFC 3465 L = 2*SMSS cap), else the window crawls.
+    cc = algo(MSS, 10, 0)
+    cc.on_ack(16 * MSS, 10 * MSS, 1_000, 0)
+    assert cc.cwnd == 26 * MSS

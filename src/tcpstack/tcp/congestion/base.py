@@ -28,10 +28,12 @@ class CongestionControl:
         self.cwnd = shared_int(init_cwnd_segments * mss)
 
     def _slow_start(self, acked: int) -> int:
-        """RFC 5681 (2) with appropriate byte counting, L = 2*SMSS (RFC 3465),
-        stopping at ssthresh as Linux's tcp_slow_start does; returns the acked
-        bytes left over for congestion avoidance."""
-        grown = min(self.cwnd + min(acked, 2 * self.mss), self.ssthresh)
+        """RFC 5681 (2) with byte counting, as Linux's tcp_slow_start: cwnd grows
+        by everything newly acknowledged (no RFC 3465 L = 2*SMSS cap, which would
+        crawl behind a receiver's stretch ACKs: with GRO Linux ACKs ~16 segments
+        at a time), stopping at ssthresh; returns the acked bytes left over for
+        congestion avoidance."""
+        grown = min(self.cwnd + acked, self.ssthresh)
         left = acked - (grown - self.cwnd)
         self.cwnd = grown
         return left
