@@ -6,6 +6,8 @@ import hashlib
 import os
 import threading
 
+import pytest
+
 from tcpstack import socket
 from tcpstack.runtime.driver import Impairment, LoopbackDevice
 from tcpstack.runtime.host import LoopbackHost
@@ -38,6 +40,43 @@ def test_impairment_delay_and_reorder() -> None:
     assert len(held) + len(immediate) == 1000
     assert held == sorted(held)  # the delayed ones keep their order
     assert imp.next_release() is None
+
+
+def test_impairment_draws_in_netem_order() -> None:
+    """netem_enqueue: duplication, then loss; a loss takes one copy away; the clone
+    re-enters with its own loss draw (certain outcomes, so exact counts)."""
+    pkts = [bytes([i]) for i in range(50)]
+    both = Impairment(loss=1.0, duplicate=1.0, seed=1)  # duplicated and lost: goes out once
+    assert both.apply(pkts, 0) == pkts
+    assert (both.dropped, both.duplicated) == (0, 0)
+    lost = Impairment(loss=1.0, seed=1)
+    assert lost.apply(pkts, 0) == [] and lost.dropped == 50
+    dup = Impairment(duplicate=1.0, seed=1)
+    assert dup.apply(pkts, 0) == [p for p in pkts for _ in (0, 1)] and dup.duplicated == 50
+    # Clones lost on their own pass: out = packets - dropped + duplicated.
+    imp = Impairment(loss=0.5, duplicate=1.0, seed=4)
+    out = imp.apply([bytes([i % 256]) for i in range(10_000)], 0)
+    assert len(out) == 10_000 - imp.dropped + imp.duplicated
+    assert 4700 < imp.duplicated < 5300  # duplicated and not lost: p = 1/2
+    assert 2200 < imp.dropped < 2800  # only clones can be lost here: 1/2 of the 1/2
+
+
+def test_impairment_reorder_needs_a_delay_as_in_tc() -> None:
+    with pytest.raises(ValueError, match="reordering needs a delay"):
+        Impairment(reorder=0.05)
+    imp = Impairment(delay_ms=20, reorder=1.0, duplicate=1.0, seed=2)  # every copy goes out at once
+    assert imp.apply([b"a", b"b"], 0) == [b"a", b"a", b"b", b"b"]
+    assert imp.reordered == 4 and imp.next_release() is None
+
+
+def test_impairment_jitter_is_uniform_around_the_delay() -> None:
+    imp = Impairment(delay_ms=20, jitter_ms=5, seed=9)
+    now = 1_000_000
+    assert imp.apply([i.to_bytes(4, "big") for i in range(2000)], now) == []
+    times = sorted(t - now for t, _, _ in imp._held)
+    assert 15_000 <= times[0] < 15_100 and 24_900 < times[-1] <= 25_000
+    assert 19_500 < times[1000] < 20_500  # the median sits at the delay
+    assert len(imp.release(now + 25_000)) == 2000
 
 
 def test_loopback_device_roundtrip() -> None:

@@ -2,31 +2,34 @@
 
 Each test brings up a ``Host`` (a stack on its own TUN device) in a fresh
 namespace and runs the kernel's side as a plain Python program with
-``ip netns exec`` (the ``PEER`` script below, standard library only). What
-is asserted: sha256 of every byte stream, the states each side went through,
+``ip netns exec`` (``kernel_peer.PEER``, standard library only). What is
+asserted: sha256 of every byte stream, the states each side went through,
 where TIME-WAIT lands, the kernel's own counters (``nstat``: no checksum
 errors, no TCPAbortOnData, no RST it did not have to send), and that tshark
 finds nothing malformed in a capture. Throughput of the 64 MiB transfers is
 printed (``pytest -s``), never asserted.
 
-Impairment (the lossy tests): ``tc qdisc ... netem`` on the kernel's end of
-the TUN shapes only what the kernel *sends* (a qdisc acts on egress), so the
-stack->kernel direction is impaired in the driver (``Driver(egress=
-Impairment(...))``, same parameters and meaning as netem). When the kernel
-has no sch_netem (as some CI kernels), kernel->stack is impaired by the
-driver too (``ingress=``); the test prints which was used.
+Impairment (the lossy tests): issue #5 asks for 64 MiB both ways under
+``tc qdisc add dev TUN root netem loss 3% delay 20ms reorder 5% duplicate 1%``.
+A qdisc shapes what the kernel *transmits* on the device, so that command
+impairs kernel->stack only (the data of downloads, the ACKs of uploads).
+Where the kernel has sch_netem the test runs exactly that command; where it
+does not (CONFIG_NET_SCH_NETEM unset, as on some CI kernels) the driver's
+``Impairment`` on its *ingress* does what the qdisc would have done, draw for
+draw (see ``tcpstack.runtime.driver.Impairment``), and nothing else.  A second,
+smaller test impairs both directions in the driver: beyond netem-on-TUN, it is
+what makes the stack's own loss recovery work as a sender against the kernel.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
+import re
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -37,163 +40,23 @@ from tcpstack.runtime.driver import Impairment
 from tcpstack.runtime.host import Host
 from tcpstack.tcp import State
 
-MiB = 1 << 20
+from .kernel_peer import (
+    MiB,
+    PeerServer,
+    assert_kernel_clean,
+    in_ns,
+    mbps,
+    nstat,
+    peer,
+    read_to_eof,
+    sha,
+    wait_until,
+)
+
 BIG = 64 * MiB  # the clean transfers (required size)
-# The impaired transfers, sized so the whole test stays well under 60 s: on a
-# 2-vCPU machine ~5 s kernel->stack (Linux's SACK/RACK recovery) and ~15 s
-# stack->kernel (the engine's RFC 6675 recovery, with RTOs for lost retransmissions).
-LOSSY_IN = 4 * MiB
-LOSSY_OUT = 2 * MiB
 KERNEL = "198.18.0.1"
 STACK = "198.18.0.2"
 T = 60.0  # bound of any single blocking step
-
-# The kernel's side: a plain Python program (stdlib only), run in the namespace.
-# Prints "READY" (servers) and one JSON line with what it saw.
-PEER = r'''
-import hashlib, json, os, socket, sys, threading, time
-mode, args = sys.argv[1], sys.argv[2:]
-T = 60
-
-def out(**kw):
-    print(json.dumps(kw), flush=True)
-
-def listener(port):
-    ls = socket.socket(socket.AF_INET6 if ":" in args[0] else socket.AF_INET)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind((args[0], port)); ls.listen(8); ls.settimeout(T)
-    print("READY", flush=True)
-    c, peer = ls.accept(); c.settimeout(T); ls.close()
-    return c, peer
-
-def read_all(c):
-    h = hashlib.sha256(); n = 0
-    while True:
-        d = c.recv(1 << 20)
-        if not d:
-            return n, h.hexdigest()
-        h.update(d); n += len(d)
-
-if mode == "echo-client":          # host port nbytes: send, half-close, read the echo, then EOF
-    host, port, nbytes = args[0], int(args[1]), int(args[2])
-    data = os.urandom(nbytes)
-    t0 = time.monotonic()
-    c = socket.create_connection((host, port), timeout=T)
-    def send():
-        c.sendall(data); c.shutdown(socket.SHUT_WR)
-    th = threading.Thread(target=send); th.start()
-    n, sha = read_all(c)
-    th.join(); secs = time.monotonic() - t0; c.close()
-    out(sent=nbytes, sent_sha=hashlib.sha256(data).hexdigest(), got=n, got_sha=sha, secs=secs)
-elif mode == "sink-server":        # addr port: read to EOF, answer "n sha", close
-    c, peer = listener(int(args[1]))
-    t0 = time.monotonic(); n, sha = read_all(c); secs = time.monotonic() - t0
-    c.sendall(f"{n} {sha}\n".encode()); c.close()
-    out(got=n, got_sha=sha, secs=secs, peer=list(peer[:2]))
-elif mode == "source-server":      # addr port nbytes: send nbytes, close first
-    nbytes = int(args[2])
-    data = os.urandom(nbytes)
-    c, peer = listener(int(args[1]))
-    t0 = time.monotonic(); c.sendall(data); c.close(); secs = time.monotonic() - t0
-    out(sent=nbytes, sent_sha=hashlib.sha256(data).hexdigest(), secs=secs, peer=list(peer[:2]))
-elif mode == "close-first-client":  # host port: one byte each way, then the kernel closes first
-    c = socket.create_connection((args[0], int(args[1])), timeout=T)
-    c.sendall(b"k"); got = c.recv(1); port = c.getsockname()[1]; c.close()
-    out(got=got.decode(), port=port)
-elif mode == "wait-close-server":  # addr port: echo one byte, wait for the peer to close, then close
-    c, peer = listener(int(args[1]))
-    c.sendall(c.recv(1)); rest = c.recv(10); c.close()
-    out(eof=rest == b"", peer=list(peer[:2]))
-elif mode == "connect":            # host port: report how connect ended
-    t0 = time.monotonic()
-    try:
-        socket.create_connection((args[0], int(args[1])), timeout=10).close(); err = None
-    except OSError as e:
-        err = type(e).__name__
-    out(error=err, secs=time.monotonic() - t0)
-'''
-
-
-# -- helpers ------------------------------------------------------------------------
-
-
-def in_ns(ns: str, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
-                          timeout=timeout, check=False)
-
-
-def peer(ns: str, *args: Any, timeout: float = 180) -> dict[str, Any]:
-    """Run the kernel-side program to completion; its JSON result."""
-    p = in_ns(ns, sys.executable, "-c", PEER, *map(str, args), timeout=timeout)
-    assert p.returncode == 0, f"kernel peer {args} failed: {p.stderr[-2000:]}"
-    return json.loads(p.stdout.strip().splitlines()[-1])
-
-
-class PeerServer:
-    """A kernel-side server started in the background; ``result()`` waits for its JSON."""
-
-    def __init__(self, ns: str, *args: Any) -> None:
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", PEER, *map(str, args)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if line.strip() != "READY":
-            self.proc.kill()
-            raise AssertionError(f"kernel server {args} did not start: {line!r} {self.proc.stderr.read()[-2000:]}")
-
-    def result(self, timeout: float = 180) -> dict[str, Any]:
-        out, err = self.proc.communicate(timeout=timeout)
-        assert self.proc.returncode == 0, f"kernel server failed: {err[-2000:]}"
-        return json.loads(out.strip().splitlines()[-1])
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate(timeout=10)
-
-
-def nstat(ns: str) -> dict[str, int]:
-    """The kernel's absolute TCP/IP counters in the namespace (history untouched)."""
-    p = in_ns(ns, "nstat", "-asz", "--json", timeout=20)
-    assert p.returncode == 0, p.stderr
-    return {k: int(v) for k, v in json.loads(p.stdout)["kernel"].items()}
-
-
-def assert_kernel_clean(ns: str, before: dict[str, int], *, rsts: int = 0) -> dict[str, int]:
-    """The kernel logged nothing against us: no checksum errors, no TCPAbortOnData,
-    no RST beyond the ``rsts`` the test provoked on purpose."""
-    after = nstat(ns)
-    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    bad = {k: delta[k] for k in ("TcpInCsumErrors", "TcpInErrs", "TcpExtTCPAbortOnData",
-                                 "IpInHdrErrors", "IpExtInCsumErrors") if delta.get(k)}
-    assert not bad, f"the kernel counted errors against us: {bad}"
-    # One benign race: when the kernel retransmits its FIN (a tail loss probe after a
-    # few ms of scheduling delay on our side), the stack's TIME-WAIT rightly ACKs the
-    # copy again (RFC 9293 §3.10.7.4); if the first ACK already closed the kernel's
-    # socket, the kernel answers the second with a RST. Allow that many, no more.
-    extra = delta.get("TcpOutRsts", 0) - rsts
-    retrans = delta.get("TcpRetransSegs", 0)
-    assert 0 <= extra <= retrans, (
-        f"kernel sent {delta.get('TcpOutRsts')} RSTs, expected {rsts} "
-        f"(+ at most {retrans} answering ACKs of its own retransmissions)")
-    return delta
-
-
-def sha(b: bytes) -> str:
-    return hashlib.sha256(b).hexdigest()
-
-
-def mbps(nbytes: int, secs: float) -> str:
-    return f"{nbytes / max(secs, 1e-9) / 1e6:.1f} MB/s"
-
-
-def wait_until(pred: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def echo_server(host: Host, port: int, record: dict[str, Any]) -> threading.Thread:
@@ -225,6 +88,24 @@ def echo_server(host: Host, port: int, record: dict[str, Any]) -> threading.Thre
     return t
 
 
+def stack_upload(host: Host, port: int, data: bytes, t: float) -> float:
+    """The stack sends ``data`` to a kernel sink-server and half-closes; the kernel
+    answers "n sha" and closes. Asserts both sides saw every byte; returns seconds."""
+    with PeerServer(host.netns, "sink-server", KERNEL, port, sock_timeout=t) as srv:
+        t0 = time.monotonic()
+        c = tsocket.create_connection((KERNEL, port), timeout=t, driver=host)
+        c.sendall(data)
+        c.shutdown(tsocket.SHUT_WR)
+        reply = c.makefile("rb").readline()
+        secs = time.monotonic() - t0
+        assert c.recv(10) == b""
+        c.close()
+        res = srv.result(timeout=t + 30)
+    assert reply.decode().split() == [str(len(data)), sha(data)]
+    assert res["got"] == len(data) and res["got_sha"] == sha(data)
+    return secs
+
+
 @pytest.fixture
 def host(netns_name: str) -> Iterator[Host]:
     with Host(netns_name, seed=1) as h:
@@ -248,7 +129,7 @@ def test_kernel_client_echo_64mib_through_stack_server(any_host: Host) -> None:
     before = nstat(ns)
     rec: dict[str, Any] = {}
     t = echo_server(host, 7000, rec)
-    res = peer(ns, "echo-client", STACK, 7000, BIG)
+    res = peer(ns, "exchange-client", STACK, 7000, BIG)
     t.join(T)
     assert "error" not in rec, rec.get("error")
     assert res["got"] == BIG and res["got_sha"] == res["sent_sha"]
@@ -268,7 +149,7 @@ def test_half_close_kernel_shuts_down_write_side(host: Host) -> None:
     events: list[Any] = []
     host.stack.observers.append(lambda e: events.append(e) if e.kind == "state" else None)
     t = echo_server(host, 7001, rec)
-    res = peer(ns, "echo-client", STACK, 7001, 3 * MiB)
+    res = peer(ns, "exchange-client", STACK, 7001, 3 * MiB)
     t.join(T)
     assert res["got"] == 3 * MiB and res["got_sha"] == res["sent_sha"]  # the whole echo, then EOF
     conn = rec["conn"]
@@ -288,42 +169,16 @@ def test_stack_client_upload_and_download_64mib(any_host: Host) -> None:
     host = any_host
     ns = host.netns
     before = nstat(ns)
-    # Upload: the stack sends, the kernel reads to EOF and answers with what it got.
-    data = os.urandom(BIG)
-    srv = PeerServer(ns, "sink-server", KERNEL, 9000)
-    try:
-        t0 = time.monotonic()
-        c = tsocket.create_connection((KERNEL, 9000), timeout=T, driver=host)
-        c.sendall(data)
-        c.shutdown(tsocket.SHUT_WR)
-        reply = c.makefile("rb").readline()
-        up_secs = time.monotonic() - t0
-        assert c.recv(10) == b""
-        c.close()
-        res = srv.result()
-    finally:
-        srv.kill()
-    assert reply.decode().split() == [str(BIG), sha(data)]
-    assert res["got"] == BIG and res["got_sha"] == sha(data)
+    up_secs = stack_upload(host, 9000, os.urandom(BIG), T)
     # Download: the kernel sends and closes first.
-    srv = PeerServer(ns, "source-server", KERNEL, 9001, BIG)
-    try:
+    with PeerServer(ns, "source-server", KERNEL, 9001, BIG) as srv:
         t0 = time.monotonic()
         c = tsocket.create_connection((KERNEL, 9001), timeout=T, driver=host)
-        h = hashlib.sha256()
-        n = 0
-        while True:
-            d = c.recv(1 << 20)
-            if not d:
-                break
-            h.update(d)
-            n += len(d)
+        n, got_sha = read_to_eof(c)
         down_secs = time.monotonic() - t0
         c.close()
         res = srv.result()
-    finally:
-        srv.kill()
-    assert n == BIG and h.hexdigest() == res["sent_sha"]
+    assert n == BIG and got_sha == res["sent_sha"]
     mode = "offload" if host.tun.tun.offload else "plain"
     print(f"\n[socket API 64 MiB, {mode}] upload stack -> kernel: {mbps(BIG, up_secs)} ({up_secs:.2f} s); "
           f"download kernel -> stack: {mbps(BIG, down_secs)} ({down_secs:.2f} s)")
@@ -370,8 +225,7 @@ def test_kernel_closes_first_time_wait_is_in_the_kernel(host: Host) -> None:
 def test_stack_closes_first_time_wait_is_in_the_stack(host: Host) -> None:
     ns = host.netns
     before = nstat(ns)
-    srv = PeerServer(ns, "wait-close-server", KERNEL, 9002)
-    try:
+    with PeerServer(ns, "wait-close-server", KERNEL, 9002) as srv:
         c = tsocket.create_connection((KERNEL, 9002), timeout=T, driver=host)
         c.sendall(b"s")
         assert c.recv(1) == b"s"
@@ -379,8 +233,6 @@ def test_stack_closes_first_time_wait_is_in_the_stack(host: Host) -> None:
         port = c.getsockname()[1]
         c.close()  # the stack closes first
         res = srv.result()
-    finally:
-        srv.kill()
     assert res["eof"] is True
     assert wait_until(lambda: conn.key in host.stack.timewait)
     assert [s.value for s in conn.history][-4:] == ["ESTABLISHED", "FIN-WAIT-1", "FIN-WAIT-2", "TIME-WAIT"]
@@ -408,84 +260,118 @@ def test_connect_to_closed_ports_is_refused_at_once(host: Host) -> None:
 
 # -- impaired paths ---------------------------------------------------------------------------------------
 
-NETEM = dict(loss=0.03, delay_ms=20, reorder=0.05, duplicate=0.01)
-
-
-def _netem(ns: str, dev: str) -> bool:
-    p = in_ns(ns, "tc", "qdisc", "add", "dev", dev, "root", "netem", "loss", "3%", "delay", "20ms",
-              "reorder", "5%", "duplicate", "1%", "limit", "10000", timeout=20)
-    return p.returncode == 0
+NETEM = dict(loss=0.03, delay_ms=20, reorder=0.05, duplicate=0.01)  # issue #5's netem line
+NETEM_ARGS = ("loss", "3%", "delay", "20ms", "reorder", "5%", "duplicate", "1%")
+# Measured on a 2-vCPU machine with the driver fallback: kernel->stack 0.9-1.0 MB/s
+# (the kernel's CUBIC and RACK against 3 % loss at a 20 ms RTT: 70-73 s for 64 MiB),
+# stack->kernel 5-9 MB/s (only its ACKs are impaired: 7-13 s for 64 MiB). Run
+# concurrently on two connections, the test takes as long as the download (~75 s).
+NETEM_BYTES = 64 * MiB
+NETEM_T = 240.0  # bound of any single blocking step of the netem test
+# Both directions impaired in the driver (beyond netem-on-TUN), smaller: the stack's
+# own RFC 6675 recovery, RTOs for lost retransmissions, is slow as a sender here.
+BOTH_IN = 4 * MiB
+BOTH_OUT = 2 * MiB
 
 
 @pytest.fixture
-def lossy_host(netns_name: str) -> Iterator[Host]:
-    """A host whose stack->kernel direction is impaired in the driver, and whose
-    kernel->stack direction is impaired by netem when the kernel has it."""
-    egress = Impairment(**NETEM, seed=1)
-    ingress = Impairment(**NETEM, seed=2)
-    with Host(netns_name, seed=3, egress=egress) as h:
-        if _netem(h.netns, h.ifname):
-            h.impaired_by = "tc netem on the kernel's device (kernel->stack), driver egress (stack->kernel)"
+def netem_host(netns_name: str) -> Iterator[Host]:
+    """A host whose kernel->stack direction is impaired as issue #5's netem line
+    says: by tc netem on the TUN device when the kernel has it, otherwise by the
+    driver's ingress Impairment (the same semantics). stack->kernel is untouched."""
+    with Host(netns_name, seed=3) as h:
+        p = in_ns(h.netns, "tc", "qdisc", "add", "dev", h.ifname, "root", "netem", *NETEM_ARGS,
+                  "limit", "10000", timeout=20)
+        if p.returncode == 0:
+            h.impaired_by = f"tc netem {' '.join(NETEM_ARGS)} on {h.ifname} (kernel->stack)"
         else:
-            h.driver.ingress = ingress
-            h.impaired_by = "driver ingress and egress (this kernel has no sch_netem)"
+            with h.driver.lock:
+                h.driver.ingress = Impairment(**NETEM, seed=2)
+            h.impaired_by = (f"driver ingress as netem {' '.join(NETEM_ARGS)} (kernel->stack; "
+                             f"this kernel has no sch_netem: {p.stderr.strip()})")
         yield h
 
 
-def test_lossy_transfers_complete_byte_exact_both_ways(lossy_host: Host) -> None:
-    host = lossy_host
+def _both_ways(host: Host, pool: ThreadPoolExecutor, n_in: int, n_out: int, t: float,
+               ) -> tuple[float, float]:
+    """kernel->stack ``n_in`` bytes and stack->kernel ``n_out`` bytes at the same time,
+    on two connections, each checked byte-exact; returns (in_secs, out_secs)."""
+    ns = host.netns
+    srv = tsocket.create_server(("", 7003), driver=host)
+    srv.settimeout(t)
+
+    def stack_sink() -> tuple[int, str]:
+        try:
+            c, _ = srv.accept()
+        finally:
+            srv.close()
+        c.settimeout(t)
+        got = read_to_eof(c)
+        c.close()
+        return got
+
+    def download() -> tuple[dict[str, Any], float]:  # the kernel sends, the stack sends nothing back
+        t0 = time.monotonic()
+        res = peer(ns, "exchange-client", STACK, 7003, n_in, timeout=t + 30, sock_timeout=t)
+        return res, time.monotonic() - t0
+
+    sunk = pool.submit(stack_sink)
+    down = pool.submit(download)
+    out_secs = stack_upload(host, 9003, os.urandom(n_out), t)
+    res, in_secs = down.result(timeout=t + 60)
+    assert sunk.result(timeout=t) == (n_in, res["sent_sha"])
+    return in_secs, out_secs
+
+
+def _qdisc_drops(ns: str, dev: str) -> int:
+    p = in_ns(ns, "tc", "-s", "qdisc", "show", "dev", dev, timeout=20)
+    m = re.search(r"dropped (\d+)", p.stdout)
+    assert m, p.stdout
+    return int(m.group(1))
+
+
+def test_netem_on_the_tun_64mib_both_ways_byte_exact(netem_host: Host, pool: ThreadPoolExecutor) -> None:
+    """Issue #5: under netem loss 3% delay 20ms reorder 5% duplicate 1% on the TUN
+    device (kernel->stack), 64 MiB each way, concurrently, arrive byte-exact."""
+    host = netem_host
     ns = host.netns
     before = nstat(ns)
-    # kernel -> stack
-    srv = tsocket.create_server(("", 7003), driver=host)
-    srv.settimeout(T)
-    got: dict[str, Any] = {}
+    in_secs, out_secs = _both_ways(host, pool, NETEM_BYTES, NETEM_BYTES, NETEM_T)
+    assert host.driver.egress is None  # stack->kernel is not impaired: netem cannot see it
+    ing = host.driver.ingress
+    if ing is not None:
+        assert ing.dropped > 0 and ing.duplicated > 0 and ing.reordered > 0
+        seen = f"ingress {ing.counters()}"
+    else:
+        drops = _qdisc_drops(ns, host.ifname)
+        assert drops > 0
+        seen = f"qdisc dropped {drops}"
+    delta = assert_kernel_clean(ns, before)
+    assert delta.get("TcpRetransSegs", 0) > 0  # the kernel recovered from the losses
+    print(f"\n[netem, {host.impaired_by}] kernel -> stack {NETEM_BYTES // MiB} MiB {mbps(NETEM_BYTES, in_secs)} "
+          f"({in_secs:.1f} s), stack -> kernel {NETEM_BYTES // MiB} MiB {mbps(NETEM_BYTES, out_secs)} "
+          f"({out_secs:.1f} s), concurrently; {seen}; kernel retransmitted {delta.get('TcpRetransSegs', 0)}, "
+          f"stack {host.stack.mib.RetransSegs}")
 
-    def sink() -> None:
-        c, _ = srv.accept()
-        c.settimeout(T)
-        h, n = hashlib.sha256(), 0
-        while True:
-            d = c.recv(1 << 20)
-            if not d:
-                break
-            h.update(d)
-            n += len(d)
-        got.update(n=n, sha=h.hexdigest())
-        c.close()
 
-    t = threading.Thread(target=sink)
-    t.start()
-    t0 = time.monotonic()
-    res = peer(ns, "echo-client", STACK, 7003, LOSSY_IN)  # the sink sends nothing back
-    in_secs = time.monotonic() - t0
-    t.join(T)
-    srv.close()
-    assert got["n"] == LOSSY_IN and got["sha"] == res["sent_sha"]
-    # stack -> kernel
-    data = os.urandom(LOSSY_OUT)
-    ksrv = PeerServer(ns, "sink-server", KERNEL, 9003)
-    try:
-        t0 = time.monotonic()
-        c = tsocket.create_connection((KERNEL, 9003), timeout=T, driver=host)
-        c.settimeout(T)
-        c.sendall(data)
-        c.shutdown(tsocket.SHUT_WR)
-        reply = c.makefile("rb").readline()
-        out_secs = time.monotonic() - t0
-        c.close()
-        kres = ksrv.result()
-    finally:
-        ksrv.kill()
-    assert kres["got"] == LOSSY_OUT and kres["got_sha"] == sha(data)
-    assert reply.decode().split() == [str(LOSSY_OUT), sha(data)]
-    eg = host.driver.egress
-    assert eg is not None and eg.dropped > 0 and eg.duplicated > 0 and eg.reordered > 0
-    assert host.stack.mib.RetransSegs > 0
-    print(f"\n[lossy, {host.impaired_by}] kernel -> stack {LOSSY_IN // MiB} MiB {mbps(LOSSY_IN, in_secs)} "
-          f"({in_secs:.1f} s), stack -> kernel {LOSSY_OUT // MiB} MiB {mbps(LOSSY_OUT, out_secs)} ({out_secs:.1f} s); "
-          f"egress {eg.counters()}, stack retransmitted {host.stack.mib.RetransSegs}")
-    assert_kernel_clean(ns, before)
+def test_lossy_both_directions_beyond_netem_on_tun(netns_name: str, pool: ThreadPoolExecutor) -> None:
+    """Harsher than netem on the TUN device: the driver impairs both directions
+    (egress too, which a qdisc on the kernel's side cannot), so the stack's data
+    is lost and its own loss recovery has to deliver to the kernel receiver."""
+    with Host(netns_name, seed=3, egress=Impairment(**NETEM, seed=1), ingress=Impairment(**NETEM, seed=2)) as host:
+        ns = host.netns
+        before = nstat(ns)
+        in_secs, out_secs = _both_ways(host, pool, BOTH_IN, BOTH_OUT, T)
+        eg, ing = host.driver.egress, host.driver.ingress
+        assert eg is not None and eg.dropped > 0 and eg.duplicated > 0 and eg.reordered > 0
+        assert ing is not None and ing.dropped > 0
+        assert host.stack.mib.RetransSegs > 0
+        delta = assert_kernel_clean(ns, before)
+        print(f"\n[lossy both ways, driver egress and ingress, beyond netem-on-TUN] kernel -> stack "
+              f"{BOTH_IN // MiB} MiB {mbps(BOTH_IN, in_secs)} ({in_secs:.1f} s), stack -> kernel "
+              f"{BOTH_OUT // MiB} MiB {mbps(BOTH_OUT, out_secs)} ({out_secs:.1f} s), concurrently; "
+              f"egress {eg.counters()}, stack retransmitted {host.stack.mib.RetransSegs}, "
+              f"kernel {delta.get('TcpRetransSegs', 0)}")
 
 
 # -- a capture of an interop session, judged by tshark ------------------------------------------------------
@@ -498,7 +384,7 @@ def test_pcap_of_an_interop_session_is_clean_in_tshark(netns_name: str, tmp_path
     with Host(netns_name, seed=4, pcap=pcap, offload=offload) as host:
         rec: dict[str, Any] = {}
         t = echo_server(host, 7004, rec)
-        res = peer(host.netns, "echo-client", STACK, 7004, 2 * MiB)
+        res = peer(host.netns, "exchange-client", STACK, 7004, 2 * MiB)
         t.join(T)
         assert res["got_sha"] == res["sent_sha"]
         with pytest.raises(ConnectionRefusedError):

@@ -1,7 +1,7 @@
 """`tcpstack nc` as a subprocess, with the kernel of a namespace as the peer.
 
-The kernel's side is a plain Python program run with ``ip netns exec`` (the
-``PEER`` script below). nc brings up its own stack and TUN device; the tests
+The kernel's side is ``kernel_peer.PEER``, run with ``ip netns exec``. nc
+brings up its own stack and TUN device; the tests
 check the bytes (sha256), the exit status and stderr line on failures, that
 nc works beside another stack in the same namespace, that ``--set`` and
 ``--pcap`` take effect, and that nothing is left behind.
@@ -23,79 +23,14 @@ import pytest
 
 from tcpstack.runtime.host import Host
 
-MiB = 1 << 20
+from .kernel_peer import MiB, PeerServer, assert_kernel_clean, file_sha, in_ns, nstat, peer
+
 BIG = 64 * MiB
 SUBNET = 5  # nc runs with --addr 198.18.5.2: the kernel side is 198.18.5.1
 KERNEL = f"198.18.{SUBNET}.1"
 NC_ADDR = f"198.18.{SUBNET}.2"
+ANY = "0.0.0.0"  # the kernel's servers listen on every address of the namespace
 T = 120.0
-
-PEER = r'''
-import hashlib, json, os, socket, struct, sys, threading, time
-mode, args = sys.argv[1], sys.argv[2:]
-T = 60
-def out(**kw):
-    print(json.dumps(kw), flush=True)
-def listener(port):
-    ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("0.0.0.0", port)); ls.listen(8); ls.settimeout(T)
-    print("READY", flush=True)
-    c, _ = ls.accept(); c.settimeout(T); ls.close()
-    return c
-def read_all(c):
-    h = hashlib.sha256(); n = 0
-    while True:
-        d = c.recv(1 << 20)
-        if not d:
-            return n, h.hexdigest()
-        h.update(d); n += len(d)
-if mode == "sink-server":            # port: read to EOF, answer "n sha", close
-    c = listener(int(args[0])); t0 = time.monotonic(); n, sha = read_all(c)
-    c.sendall(f"{n} {sha}\n".encode()); c.close()
-    out(got=n, got_sha=sha, secs=time.monotonic() - t0)
-elif mode == "source-server":        # port nbytes: send, close first
-    data = os.urandom(int(args[1])); c = listener(int(args[0]))
-    t0 = time.monotonic(); c.sendall(data); c.close()
-    out(sent=len(data), sent_sha=hashlib.sha256(data).hexdigest(), secs=time.monotonic() - t0)
-elif mode == "reset-server":         # port: accept, then abort with RST (SO_LINGER 0)
-    c = listener(int(args[0])); c.recv(1)
-    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)); c.close()
-    out(reset=True)
-elif mode == "exchange-client":      # host port nbytes: send, half-close, read all until EOF
-    data = os.urandom(int(args[2]))
-    c = socket.create_connection((args[0], int(args[1])), timeout=T)
-    def send():
-        c.sendall(data); c.shutdown(socket.SHUT_WR)
-    th = threading.Thread(target=send); th.start(); n, sha = read_all(c); th.join(); c.close()
-    out(sent_sha=hashlib.sha256(data).hexdigest(), got=n, got_sha=sha)
-'''
-
-
-def in_ns(ns: str, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
-                          timeout=timeout, check=False)
-
-
-class PeerServer:
-    def __init__(self, ns: str, *args: Any) -> None:
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", PEER, *map(str, args)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if line.strip() != "READY":
-            self.proc.kill()
-            raise AssertionError(f"kernel server {args} did not start: {line!r}")
-
-    def result(self, timeout: float = T) -> dict[str, Any]:
-        out, err = self.proc.communicate(timeout=timeout)
-        assert self.proc.returncode == 0, f"kernel server failed: {err[-2000:]}"
-        return json.loads(out.strip().splitlines()[-1])
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate(timeout=10)
-
 
 def nc_cmd(ns: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "tcpstack.cli.main", "nc", "--netns", ns, *args]
@@ -107,32 +42,9 @@ def nc(ns: str, *args: str, stdin: Any = subprocess.DEVNULL, stdout: Any = subpr
                           timeout=timeout, check=False)
 
 
-def nstat(ns: str) -> dict[str, int]:
-    p = in_ns(ns, "nstat", "-asz", "--json")
-    return {k: int(v) for k, v in json.loads(p.stdout)["kernel"].items()}
-
-
-def kernel_clean(ns: str, before: dict[str, int]) -> None:
-    after = nstat(ns)
-    delta = {k: after[k] - before.get(k, 0) for k in after}
-    for k in ("TcpInCsumErrors", "TcpInErrs", "TcpExtTCPAbortOnData"):
-        assert delta.get(k, 0) == 0, f"kernel counter {k} rose by {delta[k]}"
-    # No RST, except the benign one answering our repeated ACK of a FIN the kernel
-    # retransmitted after its socket had closed (see test_kernel_peer.assert_kernel_clean).
-    assert delta.get("TcpOutRsts", 0) <= delta.get("TcpRetransSegs", 0), delta.get("TcpOutRsts")
-
-
 def tun_devices(ns: str) -> list[str]:
     p = in_ns(ns, "ip", "-j", "link", "show")
     return [link["ifname"] for link in json.loads(p.stdout or "[]") if link["ifname"].startswith("tcps")]
-
-
-def file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @pytest.fixture
@@ -147,19 +59,16 @@ def test_nc_upload_and_download_64mib(ns: str, tmp_path: Path) -> None:
     src = tmp_path / "up.bin"
     src.write_bytes(os.urandom(BIG))
     before = nstat(ns)
-    srv = PeerServer(ns, "sink-server", 9000)
-    try:
+    with PeerServer(ns, "sink-server", ANY, 9000) as srv:
         t0 = time.monotonic()
         with open(src, "rb") as f:
             p = nc(ns, "--addr", NC_ADDR, "-w", "30", KERNEL, "9000", stdin=f)
         up_secs = time.monotonic() - t0
         res = srv.result()
-    finally:
-        srv.kill()
     assert p.returncode == 0, p.stderr.decode()
     assert p.stdout.decode().split() == [str(BIG), file_sha(src)]
     assert res["got"] == BIG
-    srv = PeerServer(ns, "source-server", 9001, BIG)
+    srv = PeerServer(ns, "source-server", ANY, 9001, BIG)
     dst = tmp_path / "down.bin"
     try:
         t0 = time.monotonic()
@@ -173,7 +82,7 @@ def test_nc_upload_and_download_64mib(ns: str, tmp_path: Path) -> None:
     assert dst.stat().st_size == BIG and file_sha(dst) == res["sent_sha"]
     print(f"\n[nc 64 MiB, whole process incl. start-up] upload nc -> kernel {BIG / up_secs / 1e6:.1f} MB/s "
           f"({up_secs:.2f} s), download kernel -> nc {BIG / down_secs / 1e6:.1f} MB/s ({down_secs:.2f} s)")
-    kernel_clean(ns, before)
+    assert_kernel_clean(ns, before)
 
 
 def test_nc_listen_creates_and_removes_its_namespace(netns_name: str, tmp_path: Path) -> None:
@@ -203,9 +112,7 @@ def test_nc_listen_creates_and_removes_its_namespace(netns_name: str, tmp_path: 
             assert os.path.exists(f"/run/netns/{ns}")  # nc created it
             # The kernel sends a little and half-closes long before nc has sent
             # its 3 MiB: nc must keep sending after the peer's FIN.
-            r = in_ns(ns, sys.executable, "-c", PEER, "exchange-client", addr, "7000", str(16 * 1024))
-            assert r.returncode == 0, r.stderr
-            res = json.loads(r.stdout)
+            res = peer(ns, "exchange-client", addr, 7000, 16 * 1024, timeout=60)
             rc = proc.wait(timeout=30)
             err = proc.stderr.read()
         finally:
@@ -229,13 +136,10 @@ def test_nc_refused_timeout_reset_exit_statuses(ns: str) -> None:
     assert p.returncode == 1 and time.monotonic() - t0 < 20
     err = p.stderr.decode().strip().splitlines()
     assert len(err) == 1 and "timed out" in err[0], err
-    srv = PeerServer(ns, "reset-server", 9004)
-    try:
+    with PeerServer(ns, "reset-server", ANY, 9004) as srv:
         p = subprocess.run(nc_cmd(ns, "--addr", NC_ADDR, "-w", "10", KERNEL, "9004"), input=b"x",
                            capture_output=True, timeout=T, check=False)
         srv.result()
-    finally:
-        srv.kill()
     assert p.returncode == 1
     err = p.stderr.decode().strip().splitlines()
     assert len(err) == 1 and "reset" in err[0], err
@@ -246,12 +150,9 @@ def test_nc_beside_another_stack_in_the_namespace(ns: str, tmp_path: Path) -> No
     nc picks the next free subnet, works, and leaves the other stack alone."""
     with Host(ns, seed=1) as other:
         assert other.kernel_addr4 == "198.18.0.1"
-        srv = PeerServer(ns, "source-server", 9005, MiB)
-        try:
+        with PeerServer(ns, "source-server", ANY, 9005, MiB) as srv:
             p = nc(ns, "-v", "-w", "20", "198.18.0.1", "9005")
             res = srv.result()
-        finally:
-            srv.kill()
         assert p.returncode == 0, p.stderr.decode()
         assert hashlib.sha256(p.stdout).hexdigest() == res["sent_sha"]
         stderr = p.stderr.decode()
@@ -262,13 +163,10 @@ def test_nc_beside_another_stack_in_the_namespace(ns: str, tmp_path: Path) -> No
 
 def test_nc_set_and_pcap(ns: str, tmp_path: Path) -> None:
     pcap = tmp_path / "nc.pcap"
-    srv = PeerServer(ns, "source-server", 9006, 256 * 1024)
-    try:
+    with PeerServer(ns, "source-server", ANY, 9006, 256 * 1024) as srv:
         p = nc(ns, "--addr", NC_ADDR, "-w", "20", "--set", "tcp_sack=0", "--set", "net.ipv4.tcp_timestamps=0",
                "--no-offload", "--pcap", str(pcap), KERNEL, "9006")
         res = srv.result()
-    finally:
-        srv.kill()
     assert p.returncode == 0, p.stderr.decode()
     assert hashlib.sha256(p.stdout).hexdigest() == res["sent_sha"]
     syn = subprocess.run(["tshark", "-n", "-r", str(pcap), "-Y", "tcp.flags.syn == 1 && tcp.flags.ack == 0",
@@ -314,9 +212,7 @@ def test_nc_ipv6_listen(netns_name: str) -> None:
     try:
         stack_line = next(x for x in lines if x.startswith("tcpstack nc: stack "))
         addr6 = next(a for a in stack_line.split()[3:5] if ":" in a)
-        r = in_ns(netns_name, sys.executable, "-c", PEER, "exchange-client", addr6, "7000", str(MiB))
-        assert r.returncode == 0, r.stderr
-        res = json.loads(r.stdout)
+        res = peer(netns_name, "exchange-client", addr6, 7000, MiB, timeout=60)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:

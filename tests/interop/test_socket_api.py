@@ -3,17 +3,14 @@
 IPv6 both ways, addresses as the kernel sees them, resets in both directions,
 SO_LINGER 0, keepalive probes the kernel answers, timeouts, makefile() on a
 line protocol, and a selectors-based server multiplexing kernel clients.
-The kernel's side is the ``PEER`` program below, run with ``ip netns exec``.
+The kernel's side is ``kernel_peer.PEER``, run with ``ip netns exec``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import selectors
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,133 +22,11 @@ from tcpstack import socket as tsocket
 from tcpstack.runtime.host import Host
 from tcpstack.tcp import State
 
+from .kernel_peer import PeerServer, peer
+
 KERNEL4, STACK4 = "198.18.0.1", "198.18.0.2"
 KERNEL6, STACK6 = "fd00:198:18::1", "fd00:198:18::2"
 T = 30.0
-
-PEER = r'''
-import hashlib, json, os, socket, struct, sys, threading, time
-mode, args = sys.argv[1], sys.argv[2:]
-T = 30
-def out(**kw):
-    print(json.dumps(kw), flush=True)
-def listener(addr, port):
-    ls = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind((addr, port)); ls.listen(64); ls.settimeout(T)
-    print("READY", flush=True)
-    c, peer = ls.accept(); c.settimeout(T); ls.close()
-    return c, peer
-if mode == "echo-server":            # addr port: echo one connection, report the peer
-    c, peer = listener(args[0], int(args[1]))
-    n = 0
-    while True:
-        d = c.recv(65536)
-        if not d: break
-        c.sendall(d); n += len(d)
-    c.close(); out(n=n, peer=list(peer[:2]))
-elif mode == "echo-client":          # host port nbytes: echo round trip, report both views
-    data = os.urandom(int(args[2]))
-    c = socket.create_connection((args[0], int(args[1])), timeout=T)
-    local = list(c.getsockname()[:2]); peer = list(c.getpeername()[:2])
-    th = threading.Thread(target=lambda: (c.sendall(data), c.shutdown(socket.SHUT_WR))); th.start()
-    h = hashlib.sha256(); n = 0
-    while True:
-        d = c.recv(1 << 20)
-        if not d: break
-        h.update(d); n += len(d)
-    th.join(); c.close()
-    out(ok=h.hexdigest() == hashlib.sha256(data).hexdigest(), n=n, local=local, peer=peer)
-elif mode == "recv-until-reset":     # host port: send a byte, then read until the peer resets
-    c = socket.create_connection((args[0], int(args[1])), timeout=T)
-    c.sendall(b"x")
-    try:
-        while c.recv(100): pass
-        err = None
-    except OSError as e:
-        err = type(e).__name__
-    out(error=err)
-elif mode == "reset-server":         # addr port: read a byte, then abort with RST
-    c, _ = listener(args[0], int(args[1])); c.recv(1)
-    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)); c.close(); out(reset=True)
-elif mode == "idle-server":          # addr port secs: hold the connection idle, then close
-    c, _ = listener(args[0], int(args[1])); time.sleep(float(args[2])); c.close(); out(done=True)
-elif mode == "line-server":          # addr port: answer each line "n" with "n*2\n", until "quit"
-    c, _ = listener(args[0], int(args[1])); f = c.makefile("rwb")
-    for line in f:
-        if line.strip() == b"quit": break
-        f.write(b"%d\n" % (2 * int(line))); f.flush()
-    f.close(); c.close(); out(done=True)
-elif mode == "send-client":          # host port nbytes: send, half-close, wait for EOF
-    data = os.urandom(int(args[2]))
-    c = socket.create_connection((args[0], int(args[1])), timeout=T)
-    c.sendall(data); c.shutdown(socket.SHUT_WR); c.recv(1); c.close()
-    out(sha=hashlib.sha256(data).hexdigest())
-elif mode == "slow-reader":          # addr port pause: tiny SO_RCVBUF, read nothing for `pause` s, then slowly
-    ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    ls.bind((args[0], int(args[1]))); ls.listen(1); ls.settimeout(T); print("READY", flush=True)
-    c, _ = ls.accept(); c.settimeout(T); time.sleep(float(args[2]))
-    h = hashlib.sha256(); n = 0
-    while True:
-        d = c.recv(2048)
-        if not d: break
-        h.update(d); n += len(d)
-        if n % 65536 < 2048: time.sleep(0.02)
-    c.close(); out(n=n, sha=h.hexdigest())
-elif mode == "many-clients":         # host port n: n concurrent clients, each a small exchange
-    host, port, n = args[0], int(args[1]), int(args[2])
-    res = [None] * n
-    def one(i):
-        try:
-            with socket.create_connection((host, port), timeout=T) as c:
-                msg = os.urandom(1000 + i * 100)
-                c.sendall(msg); c.shutdown(socket.SHUT_WR)
-                got = b""
-                while True:
-                    d = c.recv(65536)
-                    if not d: break
-                    got += d
-                res[i] = got == msg[::-1]
-        except OSError as e:
-            res[i] = repr(e)
-    ths = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    [t.start() for t in ths]; [t.join() for t in ths]
-    out(results=res)
-'''
-
-
-def in_ns(ns: str, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True,
-                          timeout=timeout, check=False)
-
-
-def peer(ns: str, *args: Any) -> dict[str, Any]:
-    p = in_ns(ns, sys.executable, "-c", PEER, *map(str, args), timeout=120)
-    assert p.returncode == 0, f"kernel peer {args} failed: {p.stderr[-2000:]}"
-    return json.loads(p.stdout.strip().splitlines()[-1])
-
-
-class PeerServer:
-    def __init__(self, ns: str, *args: Any) -> None:
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", PEER, *map(str, args)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if line.strip() != "READY":
-            self.proc.kill()
-            raise AssertionError(f"kernel server {args} did not start: {line!r}")
-
-    def result(self, timeout: float = 120) -> dict[str, Any]:
-        out, err = self.proc.communicate(timeout=timeout)
-        assert self.proc.returncode == 0, f"kernel server failed: {err[-2000:]}"
-        return json.loads(out.strip().splitlines()[-1])
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate(timeout=10)
-
 
 @pytest.fixture
 def host(netns_name: str) -> Iterator[Host]:
@@ -182,14 +57,13 @@ def test_echo_both_ways_and_addresses_as_the_kernel_sees_them(host: Host, family
 
     t = threading.Thread(target=serve)
     t.start()
-    res = peer(host.netns, "echo-client", stack, 7000, 1 << 20)
+    res = peer(host.netns, "exchange-client", stack, 7000, 1 << 20)
     t.join(T)
     srv.close()
-    assert res["ok"] and res["n"] == 1 << 20
+    assert res["got_sha"] == res["sent_sha"] and res["got"] == 1 << 20
     assert tuple(res["local"]) == seen["addr"] and tuple(res["peer"]) == seen["local"] == (stack, 7000)
     # stack client -> kernel server
-    ks = PeerServer(host.netns, "echo-server", kernel, 9000)
-    try:
+    with PeerServer(host.netns, "echo-server", kernel, 9000) as ks:
         c = tsocket.create_connection((kernel, 9000), timeout=T)
         data = os.urandom(1 << 20)
         w = threading.Thread(target=lambda: (c.sendall(data), c.shutdown(tsocket.SHUT_WR)))
@@ -202,8 +76,6 @@ def test_echo_both_ways_and_addresses_as_the_kernel_sees_them(host: Host, family
         assert c.getpeername()[:2] == (kernel, 9000)
         c.close()
         kres = ks.result()
-    finally:
-        ks.kill()
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
     assert kres["n"] == 1 << 20 and tuple(kres["peer"]) == local
 
@@ -211,8 +83,7 @@ def test_echo_both_ways_and_addresses_as_the_kernel_sees_them(host: Host, family
 def test_resets_both_ways(host: Host) -> None:
     ns = host.netns
     # The kernel aborts: our recv raises ConnectionResetError.
-    ks = PeerServer(ns, "reset-server", KERNEL4, 9001)
-    try:
+    with PeerServer(ns, "reset-server", KERNEL4, 9001) as ks:
         c = tsocket.create_connection((KERNEL4, 9001), timeout=T)
         c.sendall(b"x")
         with pytest.raises(ConnectionResetError):
@@ -223,8 +94,6 @@ def test_resets_both_ways(host: Host) -> None:
             c.send(b"y")
         c.close()
         ks.result()
-    finally:
-        ks.kill()
     # We abort with SO_LINGER 0: the kernel's recv raises ConnectionResetError.
     srv = tsocket.create_server(("", 7001))
     srv.settimeout(T)
@@ -246,8 +115,7 @@ def test_resets_both_ways(host: Host) -> None:
 
 
 def test_keepalive_probes_are_answered_by_the_kernel(host: Host) -> None:
-    ks = PeerServer(host.netns, "idle-server", KERNEL4, 9002, 3.5)
-    try:
+    with PeerServer(host.netns, "idle-server", KERNEL4, 9002, 3.5) as ks:
         c = tsocket.create_connection((KERNEL4, 9002), timeout=T)
         c.setsockopt(tsocket.IPPROTO_TCP, tsocket.TCP_KEEPIDLE, 1)
         c.setsockopt(tsocket.IPPROTO_TCP, tsocket.TCP_KEEPINTVL, 1)
@@ -261,8 +129,6 @@ def test_keepalive_probes_are_answered_by_the_kernel(host: Host) -> None:
         assert c.connection.error is None
         c.close()
         ks.result()
-    finally:
-        ks.kill()
 
 
 def test_timeouts(host: Host) -> None:
@@ -270,8 +136,7 @@ def test_timeouts(host: Host) -> None:
     with pytest.raises(TimeoutError):
         tsocket.create_connection(("198.18.0.77", 80), timeout=0.5)  # the kernel does not forward
     assert time.monotonic() - t0 < 5
-    ks = PeerServer(host.netns, "idle-server", KERNEL4, 9003, 1.0)
-    try:
+    with PeerServer(host.netns, "idle-server", KERNEL4, 9003, 1.0) as ks:
         c = tsocket.create_connection((KERNEL4, 9003), timeout=0.2)
         with pytest.raises(tsocket.timeout):
             c.recv(10)
@@ -279,13 +144,10 @@ def test_timeouts(host: Host) -> None:
         assert c.recv(10) == b""
         c.close()
         ks.result()
-    finally:
-        ks.kill()
 
 
 def test_makefile_line_protocol(host: Host) -> None:
-    ks = PeerServer(host.netns, "line-server", KERNEL4, 9004)
-    try:
+    with PeerServer(host.netns, "line-server", KERNEL4, 9004) as ks:
         c = tsocket.create_connection((KERNEL4, 9004), timeout=T)
         f = c.makefile("rw", encoding="ascii", newline="\n")
         for i in range(200):
@@ -298,8 +160,6 @@ def test_makefile_line_protocol(host: Host) -> None:
         f.close()
         c.close()
         ks.result()
-    finally:
-        ks.kill()
 
 
 def test_selector_server_multiplexes_kernel_clients(host: Host) -> None:
@@ -384,14 +244,11 @@ def test_flow_control_both_ways(host: Host) -> None:
     assert got["rcvbuf"] == 8192
     assert got["n"] == 1 << 20 and got["sha"] == res["sha"]
 
-    ks = PeerServer(host.netns, "slow-reader", KERNEL4, 9006, 1.5)
-    try:
+    with PeerServer(host.netns, "slow-reader", KERNEL4, 9006, 1.5) as ks:
         data = os.urandom(1 << 20)
         c = tsocket.create_connection((KERNEL4, 9006), timeout=T)
         c.sendall(data)
         c.close()
         kres = ks.result()
-    finally:
-        ks.kill()
     assert kres["n"] == 1 << 20 and kres["sha"] == hashlib.sha256(data).hexdigest()
     assert host.stack.mib.TCPWinProbe >= 1  # the zero window was probed, not waited out blindly

@@ -44,6 +44,8 @@ from tcpstack.runtime.tun import (
     VIRTIO_NET_HDR_GSO_TCPV6,
 )
 
+from .privileges import run_as_nobody
+
 KERNEL4 = KERNEL_ADDR4.split("/")[0]
 KERNEL6 = KERNEL_ADDR6.split("/")[0]
 FAMILIES = {
@@ -340,48 +342,6 @@ def test_in_netns_switches_this_thread_only_and_back(netns_name: str) -> None:
 
 
 # -- privileges -----------------------------------------------------------------
-
-
-def run_as_nobody(fn: Callable[[], list[str]], timeout: float = 30.0) -> list[str]:
-    """Run ``fn`` in a forked child that dropped to uid/gid 65534 (no capabilities left).
-
-    Forking (rather than exec'ing an interpreter as nobody) keeps the test
-    independent of where Python is installed and whether nobody may read it.
-    """
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns into pytest
-        code = 1
-        try:
-            os.close(rfd)
-            os.setgroups([])
-            os.setresgid(65534, 65534, 65534)
-            os.setresuid(65534, 65534, 65534)
-            out = fn()
-            os.write(wfd, json.dumps(out).encode())
-            code = 0
-        except BaseException as e:
-            os.write(wfd, json.dumps([f"child crashed: {type(e).__name__}: {e}"]).encode())
-        finally:
-            os._exit(code)
-    os.close(wfd)
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            time.sleep(0.02)
-        else:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            raise AssertionError(f"unprivileged child did not finish in {timeout}s")
-        with os.fdopen(rfd, "rb") as r:
-            rfd = -1
-            return json.loads(r.read() or b"[]")
-    finally:
-        if rfd >= 0:
-            os.close(rfd)
 
 
 def test_unprivileged_user_gets_a_clear_permission_error(netns_name: str) -> None:

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.aio import apps
 
 from tcpstack import asyncio as tasyncio
 from tcpstack.pcap import read_packets
@@ -39,6 +38,9 @@ from tcpstack.runtime.netns import in_netns, netns_exists
 from tcpstack.services import chargen
 from tcpstack.services.http import pattern_sha256
 from tcpstack.wire.ip import parse_ip_tcp
+from tests.aio import apps
+
+from .privileges import run_as_nobody
 
 ADDR, ADDR6 = "198.18.0.2", "fd00:198:18::2"
 KERNEL, KERNEL6 = "198.18.0.1", "fd00:198:18::1"
@@ -388,35 +390,17 @@ def test_up_without_privileges_fails_at_once(tmp_path: Path) -> None:
 
     build_parser()
     codecs.lookup("ascii")
-    rfd, wfd = os.pipe()
+
+    def attempt() -> list[Any]:
+        err = io.StringIO()
+        sys.stderr = err
+        rc = main(["up", "--netns", ns])
+        return [os.geteuid(), rc, err.getvalue()]
+
     t0 = time.monotonic()
-    pid = os.fork()
-    if pid == 0:  # child: never returns into pytest
-        code = 1
-        try:
-            os.close(rfd)
-            os.setgroups([])
-            os.setresgid(65534, 65534, 65534)
-            os.setresuid(65534, 65534, 65534)
-            err = io.StringIO()
-            sys.stderr = err
-            rc = main(["up", "--netns", ns])
-            os.write(wfd, json.dumps([os.geteuid(), rc, err.getvalue()]).encode())
-            code = 0
-        except BaseException as e:
-            os.write(wfd, json.dumps([-1, -1, f"child crashed: {type(e).__name__}: {e}"]).encode())
-        finally:
-            os._exit(code)
-    os.close(wfd)
-    deadline = time.monotonic() + 30
-    while os.waitpid(pid, os.WNOHANG) == (0, 0):
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            break
-        time.sleep(0.02)
-    with os.fdopen(rfd, "rb") as r:
-        euid, rc, msg = json.loads(r.read() or b'[0, 0, ""]')
+    out = run_as_nobody(attempt)
+    assert len(out) == 3, out
+    euid, rc, msg = out
     took = time.monotonic() - t0
     assert euid == 65534, msg
     assert rc == 77, msg

@@ -66,11 +66,21 @@ class Impairment:
     """netem-like impairment of one direction, applied by the driver.
 
     Same meaning as ``tc qdisc ... netem loss L delay D J reorder R duplicate P``
-    (without correlation): each packet is lost with probability ``loss``;
-    survivors are duplicated with probability ``duplicate``; each copy is held
-    ``delay_ms`` (± ``jitter_ms``, uniform), except that with probability
-    ``reorder`` a packet goes out at once, overtaking the delayed ones (as in
-    netem, reordering needs a delay).  Deterministic for a given ``seed``.
+    (without correlation, rate or a queue limit), drawn in the order Linux's
+    ``netem_enqueue`` draws (net/sched/sch_netem.c):
+
+    * duplication first, then loss; a loss takes one copy away, so a packet
+      both duplicated and lost goes out once, unchanged;
+    * a duplicate re-enters netem with duplication off: its own loss draw,
+      its own reorder and delay draws;
+    * each copy that goes on is held ``delay_ms`` (± ``jitter_ms``, uniform:
+      netem's ``tabledist`` without a distribution table), except that with
+      probability ``reorder`` it goes out at once, overtaking the held ones.
+      That is netem's reordering with ``gap`` unset (tc then sets gap 1, so
+      every packet draws independently); like tc, reordering needs a delay.
+
+    Deterministic for a given ``seed``.  ``dropped`` counts the copies netem
+    would drop (its ``drops`` statistic), ``duplicated`` the clones made.
     """
 
     def __init__(
@@ -88,6 +98,9 @@ class Impairment:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
         if delay_ms < 0 or jitter_ms < 0:
             raise ValueError("delay and jitter must not be negative")
+        if reorder and not delay_ms:
+            # tc refuses it too: "reordering not possible without specifying some delay"
+            raise ValueError("reordering needs a delay (give delay_ms > 0, as tc netem requires)")
         self.loss = loss
         self.delay_us = int(delay_ms * 1000)
         self.jitter_us = int(jitter_ms * 1000)
@@ -116,30 +129,38 @@ class Impairment:
         """Impair ``packets`` (any objects: bytes, or (packet, gso) pairs with offload);
         returns those to deliver now (held ones come from ``release``)."""
         rnd = self.rng.random
+        loss, duplicate = self.loss, self.duplicate
         out: list[Any] = []
         for p in packets:
             self.packets += 1
-            if self.loss and rnd() < self.loss:
+            dup = bool(duplicate) and rnd() < duplicate
+            lost = bool(loss) and rnd() < loss
+            if lost and not dup:
                 self.dropped += 1
                 continue
-            copies = 1
-            if self.duplicate and rnd() < self.duplicate:
+            if dup and not lost:
                 self.duplicated += 1
-                copies = 2
-            for _ in range(copies):
-                if not self.delay_us:
-                    out.append(p)
-                    continue
-                if self.reorder and rnd() < self.reorder:
-                    self.reordered += 1
-                    out.append(p)
-                    continue
-                d = self.delay_us
-                if self.jitter_us:
-                    d = max(0, d + int((rnd() * 2 - 1) * self.jitter_us))
-                self._n += 1
-                heapq.heappush(self._held, (now + d, self._n, p))
+                if loss and rnd() < loss:  # the clone's own pass through netem
+                    self.dropped += 1
+                else:
+                    self._enqueue(p, now, out)
+            self._enqueue(p, now, out)
         return out
+
+    def _enqueue(self, p: Any, now: int, out: list[Any]) -> None:
+        if not self.delay_us and not self.jitter_us:
+            out.append(p)
+            return
+        rnd = self.rng.random
+        if self.reorder and rnd() < self.reorder:
+            self.reordered += 1
+            out.append(p)
+            return
+        d = self.delay_us
+        if self.jitter_us:
+            d = max(0, d + int((rnd() * 2 - 1) * self.jitter_us))
+        self._n += 1
+        heapq.heappush(self._held, (now + d, self._n, p))
 
     def release(self, now: int) -> list[Any]:
         """Held packets whose delay has passed, in release order."""

@@ -1,0 +1,1 @@
+"""Interop tests: the Linux kernel as the peer (see conftest.py)."""
