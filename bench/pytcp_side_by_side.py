@@ -387,7 +387,8 @@ def main() -> int:
         print("pytcp_side_by_side.py needs root (network namespaces, TAP and TUN devices)", file=sys.stderr)
         return 1
     # SIGTERM unwinds like Ctrl-C, so the finally blocks remove the namespace and children.
-    signal.signal(signal.SIGTERM, _interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     py = ensure_venv(a.venv or default_venv(a.pytcp_version), a.pytcp_version)
     started = time.monotonic()
 
@@ -435,4 +436,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as exc:
+        print(f"interrupted ({exc or 'Ctrl-C'}); the namespace and the PyTCP and kernel processes are gone",
+              file=sys.stderr)
+        sys.exit(130)
