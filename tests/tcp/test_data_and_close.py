@@ -128,6 +128,30 @@ def test_fast_retransmit_on_three_duplicate_acks(stack, peer):
     assert conn.in_recovery
 
 
+def test_a_loss_right_at_the_recovery_point_is_a_new_fast_retransmit(stack, peer):
+    # RFC 6582 §3.2 step 2: "covers more than recover", recover being the highest
+    # sequence number sent when recovery began.  Once everything up to it is
+    # acknowledged, losing the very next segment is a new loss: three duplicate
+    # ACKs retransmit it at once rather than waiting for the RTO.
+    conn = established_client(stack, peer)
+    conn.send(b"z" * (1460 * 6), 2000)
+    assert len(peer.recv()) == 6
+    for i in range(3):
+        peer.send(3000 + i, seg(P, C, ACK))
+    assert conn.in_recovery and stack.mib.TCPFastRetrans == 1
+    end = C + 6 * 1460
+    assert conn.recover == end
+    peer.send(4000, seg(P, end, ACK))  # the full ACK ends that recovery
+    assert not conn.in_recovery
+    conn.send(b"y" * (1460 * 6), 5000)
+    new = peer.recv()
+    assert new and new[0].seq == end
+    for i in range(3):
+        r = peer.send(6000 + i, seg(P, end, ACK))  # the segment at `recover` was lost
+    assert r and r[0] == new[0]
+    assert stack.mib.TCPFastRetrans == 2 and stack.mib.TCPTimeouts == 0
+
+
 def test_zero_window_persist_probe_and_reopen(stack, peer):
     conn = established_client(stack, peer)
     peer.send(2000, seg(P, C, ACK, win=0))  # the peer closes its window

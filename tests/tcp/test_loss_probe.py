@@ -67,7 +67,7 @@ def test_a_probe_that_repaired_a_loss_reduces_cwnd_once():
     assert peer.send(T0 + 32_000, seg(IRS + 1, ISS + 3001, ACK)) == []
     assert stack.mib.TCPLossProbeRecovery == 1
     assert conn.cc.cwnd == conn.cc.ssthresh == 2920 < cwnd  # max(0.7 * 3000, 2 MSS)
-    assert conn.tlp_high is None
+    assert conn.tlp is None
 
 
 def test_a_probe_reported_as_a_duplicate_leaves_cwnd_alone():
@@ -81,7 +81,7 @@ def test_a_probe_reported_as_a_duplicate_leaves_cwnd_alone():
     dsack = (Opt(5, (((ISS + 2921) & 0xFFFFFFFF, (ISS + 3001) & 0xFFFFFFFF),)),)
     assert peer.send(T0 + 32_000, seg(IRS + 1, ISS + 3001, ACK, opts=dsack)) == []
     assert stack.mib.TCPLossProbeRecovery == 0 and stack.mib.TCPDSACKRecv == 1
-    assert conn.cc.cwnd >= cwnd and conn.tlp_high is None
+    assert conn.cc.cwnd >= cwnd and conn.tlp is None
 
 
 def test_probe_sends_new_data_past_cwnd_when_the_window_allows():

@@ -87,7 +87,7 @@ class Connection:
         # send sequence variables (§3.3.1)
         "iss", "snd_una", "snd_nxt", "snd_wnd", "snd_up", "snd_wl1", "snd_wl2", "max_snd_wnd", "urgent",
         "snd_mss", "snd_wscale", "rtx_nxt", "recover", "dupacks", "in_recovery", "snd_sml",
-        "sb", "high_rxt", "sack_recent", "dsack", "pto", "tlp_high", "tlp_retrans",
+        "sb", "high_rxt", "sack_recent", "dsack", "pto", "tlp",
         # receive sequence variables
         "irs", "rcv_nxt", "rcv_wnd", "rcv_up", "rcv_adv", "rcv_mss", "rcv_wscale",
         "last_ack_sent", "ack_pending", "quickack", "pingpong", "lrcvtime", "delack_segs", "rcv_fin_seq",
@@ -145,10 +145,10 @@ class Connection:
         self.sack_recent: list[int] | None = None  # offsets of recent out-of-order arrivals (RFC 2018 §4)
         self.dsack: tuple[int, int] | None = None  # a duplicate to report (RFC 2883)
         # Tail loss probe (RFC 8985 §7): rtx_at is a probe timeout (PTO) while pto
-        # is set; tlp_high is TLP.end_seq of the episode in progress (None: none).
+        # is set; tlp is (TLP.end_seq, whether the probe was a retransmission) for
+        # the episode in progress, or None.
         self.pto = False
-        self.tlp_high: int | None = None
-        self.tlp_retrans = False
+        self.tlp: tuple[int, bool] | None = None
 
         self.irs = self.rcv_nxt = self.rcv_up = self.rcv_adv = self.last_ack_sent = 0
         self.rcv_wnd = 0
@@ -818,11 +818,12 @@ class Connection:
         acked = seq.diff(ack, self.snd_una)
         data_acked = acked
         tlp_loss = False
-        if self.tlp_high is not None and seq.ge(ack, self.tlp_high):
+        tlp = self.tlp
+        if tlp is not None and seq.ge(ack, tlp[0]):
             # RFC 8985 §7.4: the probe's episode ends; a retransmitted probe no
             # D-SACK called a duplicate repaired a loss (before cwnd grows on it).
-            tlp_loss = self.tlp_retrans
-            self.tlp_high = None
+            tlp_loss = tlp[1]
+            self.tlp = None
             if tlp_loss:
                 self.cc.on_cwnd_reduction(seq.diff(self.snd_nxt, self.snd_una), now)
                 self.stack.mib.TCPLossProbeRecovery += 1
@@ -900,8 +901,10 @@ class Connection:
         if self.sack_ok:
             return  # _maybe_enter_sack_recovery decides
         if self.dupacks == 3:
-            # RFC 6582 §3.2 step 2: enter fast retransmit unless this loss is already recovered.
-            if seq.gt(self.snd_una, self.recover):
+            # RFC 6582 §3.2 step 2: enter fast retransmit unless this loss is already recovered
+            # ("covers more than recover", the highest sequence number sent: recover here
+            # is SND.NXT then, one past it, hence >=).
+            if seq.ge(self.snd_una, self.recover):
                 self.recover = self.snd_nxt
                 self.in_recovery = True
                 flight = seq.diff(self.snd_nxt, self.snd_una)
@@ -924,8 +927,8 @@ class Connection:
             # RFC 2883: a block below SND.UNA (or the cumulative ACK) is a D-SACK.
             if seq.le(right, seg.ack) or seq.le(right, una):
                 self.stack.mib.TCPDSACKRecv += 1
-                if right == self.tlp_high and self.tlp_retrans:
-                    self.tlp_high = None  # RFC 8985 §7.4.2: the probe was a duplicate, no loss
+                if self.tlp is not None and right == self.tlp[0] and self.tlp[1]:
+                    self.tlp = None  # RFC 8985 §7.4.2: the probe was a duplicate, no loss
                 continue
             if not (seq.lt(left, right) and seq.le(una, left) and seq.le(right, nxt)):
                 self.stack.mib.TCPSACKDiscard += 1  # a block outside what we sent: ignore it
@@ -949,10 +952,12 @@ class Connection:
         IsLost(HighACK + 1), unless this loss was already recovered."""
         mss = self.eff_mss()
         lost_head = self.sb.sacked_above(self.sendbuf.head) > 2 * mss
-        if (self.dupacks >= 3 or lost_head) and seq.gt(self.snd_una, self.recover):
+        # A loss at RecoveryPoint itself is a new episode (HighACK > the highest
+        # sequence number sent, which is RecoveryPoint - 1 here).
+        if (self.dupacks >= 3 or lost_head) and seq.ge(self.snd_una, self.recover):
             self.recover = self.snd_nxt  # RecoveryPoint = HighData
             self.in_recovery = True
-            self.tlp_high = None  # recovery takes over from the probe
+            self.tlp = None  # recovery takes over from the probe
             self.high_rxt = self.sendbuf.head
             flight = seq.diff(self.snd_nxt, self.snd_una)
             self.cc.on_enter_recovery(flight, now)
@@ -1561,7 +1566,7 @@ class Connection:
         loss recovery and with no probe outstanding, arm a probe timeout of
         2*SRTT (plus the peer's worst-case delayed ACK, Linux's RTO minimum, when
         one segment is in flight; else 2 ms) if it comes before the RTO."""
-        if self.in_recovery or self.tlp_high is not None or self.config.tcp_early_retrans < 3:
+        if self.in_recovery or self.tlp is not None or self.config.tcp_early_retrans < 3:
             return
         srtt = self.rtt.srtt
         if not srtt or self.state not in PUSH_STATES:
@@ -1585,7 +1590,8 @@ class Connection:
         self.stack._emit(now, self, ev.TIMER, "loss probe (RFC 8985)")
         mss = self.eff_mss()
         flight = seq.diff(self.snd_nxt, self.snd_una)
-        self.tlp_high = self.snd_nxt  # no further probe while this one is out
+        high = self.snd_nxt
+        self.tlp = (high, False)  # no further probe while this one is out
         unsent = len(self.sendbuf) - flight
         if unsent > 0 and self.snd_wnd - flight >= min(mss, unsent):
             self.cc.cwnd += mss  # Linux: a probe ignores cwnd (tcp_write_xmit push_one=2)
@@ -1593,16 +1599,14 @@ class Connection:
                 self._push(now)
             finally:
                 self.cc.cwnd -= mss
-        if self.snd_nxt != self.tlp_high:
-            self.tlp_retrans = False
-        else:
+        retrans = self.snd_nxt == high
+        if retrans:
             # The last segment again: what lies past the last MSS boundary of the flight.
             fin_out = self.fin_queued and seq.gt(self.snd_nxt, self.fin_seq)
             data = flight - (1 if fin_out else 0)
             n = data % mss or min(mss, data)
             self._send_retransmission(seq.add(self.snd_una, data - n), n, now)
-            self.tlp_retrans = True
-        self.tlp_high = self.snd_nxt
+        self.tlp = (self.snd_nxt, retrans)
         self.stack.mib.TCPLossProbes += 1
         self.pto = False
         self.rtx_at = now + self.rtt.rto
@@ -1648,7 +1652,7 @@ class Connection:
             flight = seq.diff(self.snd_nxt, self.snd_una)
             self.cc.on_rto(flight, now)
             self.in_recovery = False
-            self.tlp_high = None
+            self.tlp = None
             self.sb.clear()  # RFC 2018 §8: after a timeout, SACK information is not trusted
             self.dupacks = 0
             self.recover = self.snd_nxt  # RFC 6582 §4: no fast retransmit for losses before this
