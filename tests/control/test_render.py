@@ -55,7 +55,7 @@ def test_ss_info_line_under_each_connection(lab: Lab) -> None:
     lines = render_table(ss_records(lab.server, lab.now, info=True), info=True)
     i = lines.index(TABLE[4])
     assert lines[i + 1] == (
-        "\t ts sack cubic wscale:7,7 rto:200 rtt:10/5 ato:40 mss:1460 rcvmss:1460 cwnd:10 "
+        "\t ts sack cubic wscale:7,7 rto:200 rtt:10/5 ato:40 mss:1448 rcvmss:1460 cwnd:10 "
         "bytes_received:5 segs_out:1 segs_in:2 data_segs_in:1 minrtt:10 snd_wnd:131072 rcv_wnd:130944"
     )
     # Listeners, requests and TIME-WAIT have no tcp_info line.
