@@ -505,14 +505,16 @@ class Connection:
         """Header prediction (Van Jacobson; RFC 9293 §3.10.7.4 taken as a whole):
         in ESTABLISHED, the next in-order segment that is either a pure ACK of new
         data or data acknowledging nothing new, with no control bits, no window
-        change, no SACK and a fresh timestamp, needs none of the general checks —
+        change (a pure ACK may move a nonzero window), no SACK and a fresh timestamp,
+        needs none of the general checks —
         every one of them would pass.  Anything else returns False and takes the
         full path.  The effects are exactly the full path's for these segments."""
         flags = seg.flags
         if flags & (SYN | FIN | RST | URG) or not flags & ACK or seg.seq != self.rcv_nxt:
             return False
-        if self.in_recovery or self.sb.sacked or (seg.window << self.snd_wscale) != self.snd_wnd:
-            return False
+        wnd = seg.window << self.snd_wscale
+        if self.in_recovery or self.sb.sacked or (wnd != self.snd_wnd and (seg.payload or not wnd or not self.snd_wnd)):
+            return False  # (a pure ACK may move a nonzero window: the update is done below)
         if self.sack_ok and seg.sack_blocks:
             return False
         ts = None
@@ -554,6 +556,11 @@ class Connection:
             self.ts_recent = ts[0]
             self.ts_recent_at = now
         self._new_ack(seg, ack, now)
+        # §3.10.7.4 fifth: SND.WL1 < SEG.SEQ or (= and SND.WL2 =< SEG.ACK) holds for
+        # the next in-order segment acknowledging new data: take its window.
+        self.snd_wnd = wnd
+        if wnd > self.max_snd_wnd:
+            self.max_snd_wnd = wnd
         self.snd_wl1 = seg.seq
         self.snd_wl2 = ack
         return True
