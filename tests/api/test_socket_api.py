@@ -599,3 +599,40 @@ def test_ip_tos_and_ipv6_tclass(host: LoopbackHost) -> None:
         s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, 256)
     assert info.value.errno == errno.EINVAL
     s6.close()
+
+
+def test_ip_ttl_and_ipv6_unicast_hops(host: LoopbackHost) -> None:
+    # RFC 9293 MUST-49: the application sets the TTL; Linux's ranges and -1 = the tunable.
+    srv = server()
+    assert srv.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 64  # ip_default_ttl
+    srv.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 17)
+    c, a = pair(srv)
+    assert a.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 17 and a.connection.ttl == 17  # inherited
+    assert c.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 64 and c.connection.ttl == 64
+    c.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
+    assert c.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 255 and c.connection.ttl == 255
+    c.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, -1)  # back to the tunable, read back as its value
+    assert c.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 64 and c.connection.ttl == 64
+    for bad in (0, 256, -2):
+        with pytest.raises(OSError) as info:
+            c.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, bad)
+        assert info.value.errno == errno.EINVAL and "IP_TTL" in str(info.value)
+    with pytest.raises(OSError) as info:
+        c.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 5)
+    assert info.value.errno == errno.ENOPROTOOPT
+    with pytest.raises(TypeError):
+        c.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, "5")
+    c.sendall(b"ping")
+    assert a.recv(4) == b"ping"
+    for s in (c, a, srv):
+        s.close()
+    s6 = socket.socket(socket.AF_INET6)
+    assert s6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS) == 64
+    s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 0)  # Linux allows 0 on IPv6
+    assert s6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS) == 0
+    s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, -1)
+    assert s6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS) == 64
+    with pytest.raises(OSError) as info:
+        s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 256)
+    assert info.value.errno == errno.EINVAL
+    s6.close()

@@ -61,6 +61,8 @@ IPPROTO_IP = _std.IPPROTO_IP
 IPPROTO_IPV6 = _std.IPPROTO_IPV6
 IP_TOS = _std.IP_TOS
 IPV6_TCLASS = getattr(_std, "IPV6_TCLASS", 67)
+IP_TTL = _std.IP_TTL
+IPV6_UNICAST_HOPS = getattr(_std, "IPV6_UNICAST_HOPS", 16)
 SO_REUSEADDR = _std.SO_REUSEADDR
 SO_KEEPALIVE = _std.SO_KEEPALIVE
 SO_LINGER = _std.SO_LINGER
@@ -103,7 +105,7 @@ getdefaulttimeout = _std.getdefaulttimeout
 setdefaulttimeout = _std.setdefaulttimeout
 
 __all__ = [
-    "AF_INET", "AF_INET6", "IPPROTO_IP", "IPPROTO_IPV6", "IPPROTO_TCP", "IPV6_TCLASS", "IP_TOS", "MSG_DONTWAIT", "MSG_PEEK", "MSG_WAITALL", "SHUT_RD",
+    "AF_INET", "AF_INET6", "IPPROTO_IP", "IPPROTO_IPV6", "IPPROTO_TCP", "IPV6_TCLASS", "IPV6_UNICAST_HOPS", "IP_TOS", "IP_TTL", "MSG_DONTWAIT", "MSG_PEEK", "MSG_WAITALL", "SHUT_RD",
     "SHUT_RDWR", "SHUT_WR", "SOCK_STREAM", "SOL_SOCKET", "SOMAXCONN", "SO_ERROR", "SO_KEEPALIVE",
     "SO_LINGER", "SO_RCVBUF", "SO_REUSEADDR", "SO_SNDBUF", "SO_TYPE", "TCP_CORK", "TCP_INFO", "TCP_KEEPCNT",
     "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_MAXSEG", "TCP_NODELAY", "TCP_QUICKACK", "TCP_USER_TIMEOUT",
@@ -356,11 +358,13 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
         reuse = self._reuse()
 
         tos = self._opts.get(_tos_key(self.family), 0)
+        ttl = self._opts.get(_ttl_key(self.family), -1)
 
         def do(now: int) -> Listener:
             new = self._stack.listen(port, now, addr=addr, backlog=backlog, reuse=reuse)
             new.waker = self._driver.notify
             new.tos = tos
+            new.ttl = None if ttl < 0 else ttl
             return new
 
         self._listener = self._driver.call(do)
@@ -730,6 +734,8 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
             value = int(value)
         if (level, optname) in ((IPPROTO_IP, IP_TOS), (IPPROTO_IPV6, IPV6_TCLASS)):
             value = _tos_value(self.family, level, optname, value)
+        if (level, optname) in ((IPPROTO_IP, IP_TTL), (IPPROTO_IPV6, IPV6_UNICAST_HOPS)):
+            value = _ttl_value(self.family, level, optname, value)
         _validate_option(level, optname, value)
         self._opts[(level, optname)] = value
         conn = self._conn
@@ -738,6 +744,8 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
         lst = self._listener
         if lst is not None and (level, optname) == _tos_key(self.family):
             lst.tos = value  # SYN-ACKs and the connections accepted from now on (as Linux)
+        if lst is not None and (level, optname) == _ttl_key(self.family):
+            lst.ttl = None if value < 0 else value  # likewise
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
         self._check_open()
@@ -766,7 +774,7 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
             return struct.pack("ii", onoff, secs)
         if conn is not None:
             return self._driver.call(lambda now: _get_conn_option(conn, level, optname, self._opts))
-        if key in self._opts:
+        if key in self._opts and not (key in _TTL_KEYS and self._opts[key] < 0):
             return self._opts[key]
         return _default_option(self._stack.config, level, optname)
 
@@ -803,7 +811,9 @@ _KNOWN_OPTIONS = frozenset({
     (IPPROTO_TCP, TCP_MAXSEG), (IPPROTO_TCP, TCP_KEEPIDLE), (IPPROTO_TCP, TCP_KEEPINTVL),
     (IPPROTO_TCP, TCP_KEEPCNT), (IPPROTO_TCP, TCP_USER_TIMEOUT), (IPPROTO_TCP, TCP_QUICKACK),
     (IPPROTO_TCP, TCP_CORK), (IPPROTO_IP, IP_TOS), (IPPROTO_IPV6, IPV6_TCLASS),
+    (IPPROTO_IP, IP_TTL), (IPPROTO_IPV6, IPV6_UNICAST_HOPS),
 })
+_TTL_KEYS = ((IPPROTO_IP, IP_TTL), (IPPROTO_IPV6, IPV6_UNICAST_HOPS))
 INET_ECN_MASK = 0x03  # RFC 3168: the low two bits of the TOS / Traffic Class octet
 
 
@@ -829,13 +839,36 @@ def _tos_value(family: int, level: int, opt: int, value: Any) -> int:
     return value & 0xFF & ~INET_ECN_MASK
 
 
+def _ttl_key(family: int) -> tuple[int, int]:
+    """The option that sets the TTL / Hop Limit of this family's packets."""
+    return (IPPROTO_IPV6, IPV6_UNICAST_HOPS) if family == AF_INET6 else (IPPROTO_IP, IP_TTL)
+
+
+def _ttl_value(family: int, level: int, opt: int, value: Any) -> int:
+    """RFC 9293 MUST-49 (configurable TTL), as Linux's setsockopt: IP_TTL takes
+    1..255 (do_ip_setsockopt), IPV6_UNICAST_HOPS -1..255 on AF_INET6 sockets
+    only (do_ipv6_setsockopt); -1 means the tunable (ip_default_ttl,
+    net.ipv6.conf.all.hop_limit), which getsockopt then reports."""
+    if not isinstance(value, int):
+        raise TypeError(f"option {level}/{opt} takes an integer, not {type(value).__name__}")
+    if opt == IPV6_UNICAST_HOPS and level == IPPROTO_IPV6:
+        if family != AF_INET6:
+            raise OSError(errno.ENOPROTOOPT,
+                          "Protocol not available (IPV6_UNICAST_HOPS needs an AF_INET6 socket; use IP_TTL)")
+        if not -1 <= value <= 255:
+            raise OSError(errno.EINVAL, f"IPV6_UNICAST_HOPS must be -1..255, got {value}")
+    elif value != -1 and not 1 <= value <= 255:
+        raise OSError(errno.EINVAL, f"IP_TTL must be 1..255 (or -1 for ip_default_ttl), got {value}")
+    return value
+
+
 def _validate_option(level: int, opt: int, value: Any) -> None:
     if (level, opt) not in _KNOWN_OPTIONS:
         raise OSError(errno.ENOPROTOOPT, f"Protocol not available (option {level}/{opt} is not implemented by tcpstack)")
     if (level, opt) == (SOL_SOCKET, SO_LINGER):
         if not (isinstance(value, tuple) and len(value) == 2 and value[1] >= 0):
             raise OSError(errno.EINVAL, "SO_LINGER takes (onoff, seconds) or struct linger bytes")
-    elif not isinstance(value, int) or value < 0:
+    elif not isinstance(value, int) or (value < 0 and (level, opt) not in _TTL_KEYS):
         raise OSError(errno.EINVAL, f"option {level}/{opt} takes a non-negative integer")
     elif (level, opt) in ((IPPROTO_TCP, TCP_KEEPIDLE), (IPPROTO_TCP, TCP_KEEPINTVL), (IPPROTO_TCP, TCP_KEEPCNT)) and value < 1:
         raise OSError(errno.EINVAL, "keepalive times and counts must be at least 1")
@@ -885,6 +918,8 @@ def _set_conn_option(conn: Connection, level: int, opt: int, value: Any, now: in
             conn.quickack = max(conn.quickack, 16)
     elif (level, opt) == _tos_key(AF_INET6 if ":" in conn.remote_addr else AF_INET):
         conn.tos = value  # SHLD-21: takes effect from the next packet, also mid-connection
+    elif (level, opt) == _ttl_key(AF_INET6 if ":" in conn.remote_addr else AF_INET):
+        conn.ttl = value if value >= 0 else conn.stack.default_ttl(conn.remote_addr)  # from the next packet
 
 
 def _get_conn_option(conn: Connection, level: int, opt: int, opts: Mapping[tuple[int, int], Any]) -> Any:
@@ -909,7 +944,9 @@ def _get_conn_option(conn: Connection, level: int, opt: int, opts: Mapping[tuple
         return getattr(conn.config, _KEEPALIVE_KEYS[opt])
     if (level, opt) == _tos_key(AF_INET6 if ":" in conn.remote_addr else AF_INET):
         return conn.tos  # inherited from the listener for accepted connections
-    if (level, opt) in opts:
+    if (level, opt) == _ttl_key(AF_INET6 if ":" in conn.remote_addr else AF_INET):
+        return conn.ttl  # the value in use: -1 reads back as the tunable (as Linux)
+    if (level, opt) in opts and not ((level, opt) in _TTL_KEYS and opts[(level, opt)] < 0):
         return opts[(level, opt)]
     return _default_option(conn.config, level, opt)
 
@@ -931,6 +968,8 @@ def _default_option(cfg: Any, level: int, opt: int) -> Any:
         (IPPROTO_TCP, TCP_QUICKACK): 1,
         (IPPROTO_IP, IP_TOS): 0,
         (IPPROTO_IPV6, IPV6_TCLASS): 0,
+        (IPPROTO_IP, IP_TTL): cfg.ip_default_ttl,
+        (IPPROTO_IPV6, IPV6_UNICAST_HOPS): cfg.hop_limit,
     }
     if (level, opt) not in defaults:
         raise OSError(errno.ENOPROTOOPT, f"Protocol not available (option {level}/{opt})")

@@ -105,8 +105,8 @@ class Connection:
         "total_retrans", "bytes_acked", "bytes_received", "segs_out", "segs_in", "bytes_retrans",
         "rcv_space", "rcv_space_copied", "rcv_space_time", "user_rcvbuf",
         "data_segs_out", "data_segs_in", "created_at",
-        # IP: TOS / Traffic Class of our packets, path MTU, the last ICMP soft error
-        "tos", "pmtu", "soft_error",
+        # IP: TOS / Traffic Class and TTL / Hop Limit of our packets, path MTU, the last ICMP soft error
+        "tos", "ttl", "pmtu", "soft_error",
         "__weakref__",
     )
 
@@ -212,6 +212,8 @@ class Connection:
         self.segs_out = self.segs_in = self.data_segs_out = self.data_segs_in = 0
         self.created_at = now
         self.tos = 0  # IP_TOS / IPV6_TCLASS (RFC 9293 MUST-48), ECN bits clear
+        # IP_TTL / IPV6_UNICAST_HOPS (RFC 9293 MUST-49), resolved here so output reads one attribute
+        self.ttl = cfg.hop_limit if ":" in self.remote_addr else cfg.ip_default_ttl
         self.pmtu = stack.mtu  # lowered by ICMP fragmentation-needed / Packet Too Big
         # (SND.UNA when recorded, error): an ICMP soft error, reported if the
         # connection times out before SND.UNA moves (see on_icmp_error).

@@ -122,6 +122,7 @@ class Listener:
         self.young = 0  # requests whose SYN-ACK was never retransmitted (Linux: queue->young)
         self.last_cookie_at: int | None = None  # Linux: tcp_synq_overflow() stamp
         self.tos = 0  # IP_TOS / IPV6_TCLASS: SYN-ACKs carry it, children inherit it (as Linux)
+        self.ttl: int | None = None  # IP_TTL / IPV6_UNICAST_HOPS the same way; None: the tunable
         self._set_state(S.LISTEN, now, "passive OPEN")
 
     def __repr__(self) -> str:
@@ -279,7 +280,7 @@ class Listener:
         self.last_cookie_at = now
         if stack.observers:
             stack._emit_raw(now, self.conn_id, ev.INFO, key, "SYN cookie sent")
-        stack.output_raw(self.conn_id, key[0], key[2], synack, now, self.tos)
+        stack.output_raw(self.conn_id, key[0], key[2], synack, now, self.tos, self.ttl)
 
     def _cookie_ack(self, key: tuple[str, int, str, int], seg: Segment, now: int) -> bool:
         """An ACK with no request: is it the return of one of our cookies?
@@ -330,7 +331,7 @@ class Listener:
         )
         seg = Segment(req.key[1], req.key[3], req.iss, seq.add(req.irs, 1), SYN | ACK, req.rcv_wnd, 0, opts, b"")
         req.sent_at = now
-        stack.output_raw(req.conn_id, req.key[0], req.key[2], seg, now, self.tos)
+        stack.output_raw(req.conn_id, req.key[0], req.key[2], seg, now, self.tos, self.ttl)
 
     def _send_ack(self, req: Request, now: int) -> None:
         """<SEQ=ISS+1><ACK=RCV.NXT><CTL=ACK> for a half-open connection (challenge ACK)."""
@@ -456,6 +457,8 @@ class Listener:
         conn.history = [S.SYN_RECEIVED]
         conn.passive = True
         conn.tos = self.tos
+        if self.ttl is not None:
+            conn.ttl = self.ttl
         conn.iss = conn.snd_una = req.iss
         conn.snd_nxt = conn.rtx_nxt = seq.add(req.iss, 1)
         conn.recover = conn.snd_sml = req.iss

@@ -460,10 +460,11 @@ class Stack:
 
     def _output(self, conn: Connection | None, seg: Segment, now: int, local: str | None = None, remote: str | None = None) -> None:
         if conn is not None:
-            local, remote = conn.local_addr, conn.remote_addr
             conn.segs_out += 1
-        assert local is not None and remote is not None
-        self._outq.append(build_ip_tcp(local, remote, seg, 64, 0, self.checksum_offload, conn.tos if conn else 0))
+            self._outq.append(build_ip_tcp(conn.local_addr, conn.remote_addr, seg, conn.ttl, 0, self.checksum_offload, conn.tos))
+        else:
+            assert local is not None and remote is not None
+            self._outq.append(build_ip_tcp(local, remote, seg, self.default_ttl(remote), 0, self.checksum_offload))
         if self.gso_max:
             mss = conn.eff_mss() if conn is not None else 0
             n = len(seg.payload)
@@ -479,11 +480,21 @@ class Stack:
             if conn is not None:
                 self._emit(now, conn, ev.SEND, seg)
             else:
+                assert local is not None and remote is not None
                 self._emit_raw(now, 0, ev.SEND, (local, seg.src_port, remote, seg.dst_port), seg)
 
-    def output_raw(self, conn_id: int, local: str, remote: str, seg: Segment, now: int, tos: int = 0) -> None:
+    def default_ttl(self, remote: str) -> int:
+        """RFC 9293 MUST-49: the TTL (ip_default_ttl) or Hop Limit (hop_limit) of
+        packets no socket option chose, e.g. resets (Linux's control socket)."""
+        cfg = self.config
+        return cfg.hop_limit if ":" in remote else cfg.ip_default_ttl
+
+    def output_raw(self, conn_id: int, local: str, remote: str, seg: Segment, now: int, tos: int = 0,
+                   ttl: int | None = None) -> None:
         """Send a segment on behalf of a compact record (request, TIME-WAIT)."""
-        self._outq.append(build_ip_tcp(local, remote, seg, 64, 0, self.checksum_offload, tos))
+        if ttl is None:
+            ttl = self.default_ttl(remote)
+        self._outq.append(build_ip_tcp(local, remote, seg, ttl, 0, self.checksum_offload, tos))
         if self.gso_max:
             self._gso.append(0)
         self.mib.OutSegs += 1
