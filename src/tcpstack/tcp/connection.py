@@ -302,7 +302,7 @@ class Connection:
     def accept_syn(self, syn: Segment, iss: int, now: int, from_listener: bool) -> None:
         """Record a peer's SYN (§3.10.7.2 LISTEN / §3.10.7.3 SYN-SENT, fourth)."""
         self.irs = syn.seq
-        self.rcv_nxt = seq.add(syn.seq, 1)
+        self.rcv_nxt = self.rcv_up = seq.add(syn.seq, 1)  # RCV.UP: no urgent data yet
         # The peer may send up to the window our SYN (or SYN-ACK) advertised.
         self.rcv_adv = seq.add(self.rcv_nxt, min(self.recvbuf.free, 0xFFFF))
         self._negotiate(syn)
@@ -483,6 +483,19 @@ class Connection:
     @property
     def established(self) -> bool:
         return self.state not in (S.CLOSED, S.LISTEN, S.SYN_SENT, S.SYN_RECEIVED)
+
+    @property
+    def urgent_offset(self) -> int | None:
+        """RFC 9293 MUST-32/33: bytes the application reads before the urgent
+        mark (0: it is at the mark, POSIX sockatmark()), or None when no urgent
+        data is pending -- RCV.UP is not ahead of the data consumed (§3.10.7.4
+        sixth).  The mark is the last urgent byte, RCV.UP - 1 (RFC 6093: the
+        pointer points one past it), as Linux's urg_seq.  It may lie beyond
+        the data received so far (the pointer came first)."""
+        rb = self.recvbuf
+        consumed = seq.add(self.irs, 1 + rb.nxt - rb.ready)  # the next sequence number to read
+        d = seq.diff(self.rcv_up, consumed)
+        return d - 1 if d > 0 else None
 
     # ==========================================================================
     # Segment arrival (§3.10.7)

@@ -463,7 +463,7 @@ class Listener:
         conn.snd_nxt = conn.rtx_nxt = seq.add(req.iss, 1)
         conn.recover = conn.snd_sml = req.iss
         conn.irs = req.irs
-        conn.rcv_nxt = seq.add(req.irs, 1)
+        conn.rcv_nxt = conn.rcv_up = seq.add(req.irs, 1)  # RCV.UP: no urgent data yet
         conn.rcv_adv = seq.add(conn.rcv_nxt, req.rcv_wnd)
         conn.last_ack_sent = conn.rcv_nxt
         conn.snd_mss = req.snd_mss
