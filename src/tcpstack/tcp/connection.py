@@ -22,7 +22,22 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..wire.tcp import ACK, FIN, OPT_SACK, OPT_TS, PSH, RST, SYN, URG, Opt, Segment
+from ..wire.tcp import (
+    ACK,
+    CWR,
+    ECE,
+    FIN,
+    IP_CE,
+    IP_ECN_SHIFT,
+    OPT_SACK,
+    OPT_TS,
+    PSH,
+    RST,
+    SYN,
+    URG,
+    Opt,
+    Segment,
+)
 from . import events as ev
 from . import seq
 from .congestion import create as create_cc
@@ -53,6 +68,7 @@ FIN_RECEIVED_STATES = frozenset({S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK})
 # States in which segments carrying data or FIN may be (re)sent.
 PUSH_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
 # §3.10.5 ABORT: these states send a RST (CLOSING, LAST-ACK, TIME-WAIT just go away).
+ECT0 = 0b10  # RFC 3168 §5: ECT(0) in the ECN field (the TOS octet's low two bits)
 SYN_RETRY_AFTER_RST_US = 2_000  # Linux TCP_TIMEOUT_MIN: 2 jiffies (HZ=1000)
 NEED_RESET = frozenset({S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT})
 
@@ -107,6 +123,8 @@ class Connection:
         "data_segs_out", "data_segs_in", "created_at",
         # IP: TOS / Traffic Class and TTL / Hop Limit of our packets, path MTU, the last ICMP soft error
         "tos", "ttl", "pmtu", "soft_error",
+        # ECN (RFC 3168): negotiated; echo ECE until CWR; CWR due; end of the reduced window
+        "ecn_ok", "ecn_seen", "ecn_demand_cwr", "ecn_queue_cwr", "cwr_high", "delivered_ce",
         "__weakref__",
     )
 
@@ -218,6 +236,9 @@ class Connection:
         # (SND.UNA when recorded, error): an ICMP soft error, reported if the
         # connection times out before SND.UNA moves (see on_icmp_error).
         self.soft_error: tuple[int, OSError] | None = None
+        self.ecn_ok = self.ecn_seen = self.ecn_demand_cwr = self.ecn_queue_cwr = False
+        self.cwr_high: int | None = None  # Linux's high_seq in the CWR state
+        self.delivered_ce = 0
 
     def __repr__(self) -> str:
         return (
@@ -287,6 +308,13 @@ class Connection:
 
     def _send_syn(self, now: int, ack: bool) -> None:
         flags = SYN | ACK if ack else SYN
+        if ack:
+            if self.ecn_ok:
+                flags |= ECE  # RFC 3168 §6.1.1: an ECN-setup SYN-ACK
+        elif self.config.tcp_ecn == 1 and not self.retries:
+            # RFC 3168 §6.1.1: an ECN-setup SYN; a retransmitted SYN goes without,
+            # in case a middlebox drops it (§6.1.1.1; Linux's tcp_ecn_clear_syn).
+            flags |= ECE | CWR
         # RFC 7323 §2.2: the window field of a SYN is never scaled.
         wnd = min(self.recvbuf.free, 0xFFFF)
         self.rcv_adv = seq.add(self.rcv_nxt, wnd) if ack else 0
@@ -342,6 +370,10 @@ class Connection:
         else:
             self.ts_ok = False
         self.sack_ok = bool(cfg.tcp_sack and syn.sack_permitted)
+        # RFC 3168 §6.1.1: a SYN-ACK answering our ECN-setup SYN has ECE without
+        # CWR; a SYN (simultaneous open) asks with both, and we must have asked too.
+        want = ECE if syn.flags & ACK else ECE | CWR
+        self.ecn_ok = cfg.tcp_ecn == 1 and syn.flags & (ECE | CWR) == want
         self.cc.set_mss(self.snd_mss, cfg.tcp_init_cwnd)
 
     # ==========================================================================
@@ -886,7 +918,9 @@ class Connection:
                 self._retransmit_head(now)
         else:
             self.dupacks = 0
-            if not tlp_loss:  # Linux: no growth on the ACK that ends in a reduction (CWR)
+            if self.cwr_high is not None and seq.gt(ack, self.cwr_high):
+                self.cwr_high = None  # RFC 3168 §6.1.2: the reduced window is acknowledged
+            if not tlp_loss and self.cwr_high is None:  # Linux: no growth in the CWR state
                 self.cc.on_ack(data_acked, flight, now, rtt_us or self.rtt.srtt)
         # RFC 6298 (5.2)/(5.3): all acked -> stop the timer; else restart it
         # (or schedule a loss probe, RFC 8985 §7.2, as Linux's tcp_set_xmit_timer).
@@ -1278,7 +1312,68 @@ class Connection:
                 urg = min(seq.diff(self.snd_up, sseq), 0xFFFF)
             elif seq.ge(self.snd_una, self.snd_up):
                 self.urgent = False
+        if self.ecn_ok:
+            flags = self._ecn_out(sseq, flags, payload)
         return Segment(self.local_port, self.remote_port, sseq, self.rcv_nxt, flags | ACK, wnd, urg, opts, payload)
+
+    def _ecn_out(self, sseq: int, flags: int, payload: bytes | memoryview) -> int:
+        """RFC 3168 §6.1 on an outgoing segment, as Linux's tcp_ecn_send: ECT(0)
+        on new data only -- not on pure ACKs (§6.1.4), retransmissions (§6.1.5)
+        or window probes without new data; CWR on the first new data after a
+        reduction (§6.1.2); ECE while a CE mark is to be echoed (§6.1.3).  The
+        ECN bits ride in ``tos``, the TOS octet the stack writes per packet."""
+        if payload and seq.ge(sseq, self.snd_nxt):
+            self.tos = self.tos & 0xFC | ECT0
+            if self.ecn_queue_cwr:
+                self.ecn_queue_cwr = False
+                flags |= CWR
+        else:
+            self.tos &= 0xFC
+        if self.ecn_demand_cwr:
+            flags |= ECE
+        return flags
+
+    def on_ecn(self, seg: Segment, now: int) -> None:
+        """A segment with ECE, CWR or a non-zero IP ECN field (the stack calls
+        this before ``on_segment``; see wire.tcp.IP_CE).  RFC 3168 §6.1.3: CE on
+        data starts the echo (ECE on every segment) until data with CWR; §6.1.2:
+        an ECE ACK reduces cwnd once per window of data (Linux's CWR state:
+        ``cwr_high`` is SND.NXT at the reduction; no growth until it is acked),
+        not again in recovery."""
+        if not self.ecn_ok or self.state is S.SYN_SENT:
+            return
+        flags = seg.flags
+        field = flags >> IP_ECN_SHIFT & 3
+        if field:
+            self.ecn_seen = True
+            mib = self.stack.mib
+            if field == 3:
+                mib.InCEPkts += 1
+            elif field == 2:
+                mib.InECT0Pkts += 1
+            else:
+                mib.InECT1Pkts += 1
+        if seg.payload:
+            if flags & CWR:  # Linux's tcp_ecn_accept_cwr: stop echoing, ACK at once
+                self.ecn_demand_cwr = False
+                self._ack_now()
+            if flags & IP_CE == IP_CE:
+                if not self.ecn_demand_cwr:
+                    self.quickack = max(self.quickack, 2)  # Linux: the sender's cwnd may be tiny
+                self.ecn_demand_cwr = True
+        if flags & ECE and flags & ACK and not flags & SYN:
+            ack, una, nxt = seg.ack, self.snd_una, self.snd_nxt
+            if not (seq.le(una, ack) and seq.le(ack, nxt)):
+                return  # an unacceptable ACK is not a congestion signal
+            if ack != una:  # Linux's TCPDeliveredCE: segments newly delivered by ECE ACKs
+                n = -(-seq.diff(ack, una) // max(self.snd_mss, 1))
+                self.delivered_ce += n
+                self.stack.mib.TCPDeliveredCE += n
+            if self.cwr_high is None and not self.in_recovery and self.established:
+                self.cc.on_cwnd_reduction(seq.diff(nxt, una), now)
+                self.cwr_high = nxt
+                self.ecn_queue_cwr = True
+                self.stack._emit(now, self, ev.INFO, "ECE: cwnd reduced (RFC 3168 §6.1.2)")
 
     def _send_ack(self, now: int) -> None:
         """<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>."""
@@ -1311,6 +1406,7 @@ class Connection:
     def _send_rst(self, sseq: int, now: int) -> None:
         """An abortive RST: <SEQ=SND.NXT><CTL=RST>, with ACK as Linux sends it."""
         seg = Segment(self.local_port, self.remote_port, sseq, self.rcv_nxt, RST | ACK, 0, 0, (), b"")
+        self.tos &= 0xFC  # not ECN-capable (RFC 3168 §6.1.4 spirit; Linux's INET_ECN_dontxmit)
         self.stack.mib.OutRsts += 1
         self.stack._output(self, seg, now)
 
@@ -1660,6 +1756,7 @@ class Connection:
             self.cc.on_rto(flight, now)
             self.in_recovery = False
             self.tlp_high = None
+            self.cwr_high = None  # an RTO ends an ECN reduction (Linux: CWR -> Loss)
             self.sb.clear()  # RFC 2018 §8: after a timeout, SACK information is not trusted
             self.dupacks = 0
             self.recover = self.snd_nxt  # RFC 6582 §4: no fast retransmit for losses before this
@@ -1736,7 +1833,9 @@ class Connection:
             "rcv_wnd": self._window_offered(),
             "snd_wscale": self.snd_wscale,
             "rcv_wscale": self.rcv_wscale,
-            "options": [n for n, on in (("ts", self.ts_ok), ("sack", self.sack_ok), ("wscale", self.ws_ok)) if on],
+            "options": [n for n, on in (("ts", self.ts_ok), ("sack", self.sack_ok), ("wscale", self.ws_ok),
+                                        ("ecn", self.ecn_ok), ("ecnseen", self.ecn_seen)) if on],
+            "delivered_ce": self.delivered_ce,
             "unacked": flight,
             "sacked": 0,
             "lost": 0,

@@ -43,7 +43,7 @@ from ..wire.icmp import (
     parse_icmp,
 )
 from ..wire.ip import PROTO_TCP, IPPacket, build_ip_tcp, parse_ip_tcp
-from ..wire.tcp import ACK, RST, SYN, Segment
+from ..wire.tcp import ACK, CWR, ECE, IP_CE, RST, SYN, Segment
 from . import events as ev
 from .config import Config
 from .connection import Connection
@@ -72,6 +72,7 @@ _ICMP6_IN = {
     ICMP6_TIME_EXCEEDED: "Icmp6InTimeExcds",
     ICMP6_PARAMETER_PROBLEM: "Icmp6InParmProblems",
 }
+_ECN_BITS = ECE | CWR | IP_CE
 EADDRINUSE = 98
 EADDRNOTAVAIL = 99
 
@@ -148,7 +149,7 @@ class Stack:
         """A packet arrived from the network."""
         mib = self.mib
         try:
-            src, dst, seg = parse_ip_tcp(packet, not self.checksum_offload)
+            src, dst, seg = parse_ip_tcp(packet, not self.checksum_offload, True)
         except ChecksumError as exc:
             mib.InErrs += 1
             mib.InCsumErrors += 1
@@ -183,6 +184,8 @@ class Stack:
         if conn is not None:
             if self.observers:
                 self._emit(now, conn, ev.RECV, seg)
+            if seg.flags & _ECN_BITS:
+                conn.on_ecn(seg, now)  # RFC 3168: ECE, CWR, or an ECN-capable / CE-marked packet
             conn.on_segment(seg, now)
             return
         tw = self.timewait.get(key)
