@@ -480,3 +480,43 @@ def test_stdlib_open_connection_and_start_server_unchanged(pair: SimPair) -> Non
     ]
     assert 30 < took < 31  # the two 30 s thoughts overlapped, in virtual time
     assert pair.server.mib.PassiveOpens == 2
+
+
+def test_data_received_stops_at_the_urgent_mark(pair: SimPair) -> None:
+    # RFC 9293 MUST-32/33 on the asyncio API: no chunk crosses the mark, and
+    # while data_received runs the TCB tells whether the mark is next.
+    seen: list[tuple[bytes, int | None]] = []
+
+    class Collect(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.done = asyncio.get_running_loop().create_future()
+
+        def connection_made(self, transport: Any) -> None:
+            self.conn = transport.get_extra_info("tcpstack_connection")
+
+        def data_received(self, data: bytes) -> None:
+            seen.append((data, self.conn.urgent_offset))
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            self.done.set_result(None)
+
+    async def send_urgent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = writer.get_extra_info("tcpstack_connection")
+        now = pair.net.now
+        conn.send(b"x" * 3000 + b"!", now, urgent=True)  # MSG_OOB: every segment points at "!"
+        conn.send(b"after", now)
+        writer.close()
+
+    async def main() -> None:
+        server = await tasyncio.start_server(send_urgent, SERVER4, 26, stack=pair.server)
+        _, proto = await tasyncio.create_connection(Collect, SERVER4, 26, stack=pair.client)
+        await proto.done
+        server.close()
+
+    vloop.run(main(), pair.net, timeout=VIRTUAL_LIMIT)
+    assert b"".join(d for d, _ in seen) == b"x" * 3000 + b"!after"
+    ends = [sum(len(d) for d, _ in seen[: i + 1]) for i in range(len(seen))]
+    assert 3000 in ends, [(len(d), o) for d, o in seen]  # a chunk ends just before the mark
+    assert seen[ends.index(3000)][1] == 0  # ... and then the mark is next
+    assert all(o == 3000 - e for e, (_, o) in zip(ends, seen, strict=True) if e < 3000)
+    assert seen[-1][1] is None

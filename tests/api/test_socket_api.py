@@ -599,3 +599,79 @@ def test_ip_tos_and_ipv6_tclass(host: LoopbackHost) -> None:
         s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, 256)
     assert info.value.errno == errno.EINVAL
     s6.close()
+
+
+def test_ip_ttl_and_ipv6_unicast_hops(host: LoopbackHost) -> None:
+    # RFC 9293 MUST-49: the application sets the TTL; Linux's ranges and -1 = the tunable.
+    srv = server()
+    assert srv.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 64  # ip_default_ttl
+    srv.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 17)
+    c, a = pair(srv)
+    assert a.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 17 and a.connection.ttl == 17  # inherited
+    assert c.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 64 and c.connection.ttl == 64
+    c.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
+    assert c.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 255 and c.connection.ttl == 255
+    c.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, -1)  # back to the tunable, read back as its value
+    assert c.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 64 and c.connection.ttl == 64
+    for bad in (0, 256, -2):
+        with pytest.raises(OSError) as info:
+            c.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, bad)
+        assert info.value.errno == errno.EINVAL and "IP_TTL" in str(info.value)
+    with pytest.raises(OSError) as info:
+        c.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 5)
+    assert info.value.errno == errno.ENOPROTOOPT
+    with pytest.raises(TypeError):
+        c.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, "5")
+    c.sendall(b"ping")
+    assert a.recv(4) == b"ping"
+    for s in (c, a, srv):
+        s.close()
+    s6 = socket.socket(socket.AF_INET6)
+    assert s6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS) == 64
+    s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 0)  # Linux allows 0 on IPv6
+    assert s6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS) == 0
+    s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, -1)
+    assert s6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS) == 64
+    with pytest.raises(OSError) as info:
+        s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 256)
+    assert info.value.errno == errno.EINVAL
+    s6.close()
+
+
+def test_urgent_data_sockatmark_select_and_selector(host: LoopbackHost) -> None:
+    # RFC 9293 MUST-32/33: the application learns of urgent data (exceptional
+    # condition) and where it ends (sockatmark); the data itself is inline (RFC 6093).
+    srv = server()
+    c, a = pair(srv)
+    assert not a.sockatmark() and a.urgent_offset() is None
+    assert socket.select([], [], [a], 0) == ([], [], [])
+    c.sendall(b"hello")
+    c.send(b"!", socket.MSG_OOB)
+    c.sendall(b"after")
+    assert socket.select([], [], [a], T) == ([], [], [a])  # blocks until the urgent byte is in
+    assert wait_for(lambda: a.urgent_offset() == 5 and a.connection.recvbuf.ready == 11)
+    assert socket.select([a, c], [c], [a, c], 0) == ([a], [c], [a])
+    assert a.recv(100) == b"hello"  # stops just before the mark, as Linux
+    assert a.sockatmark() and a.urgent_offset() == 0
+    sel = socket.DefaultSelector()
+    sel.register(a, selectors.EVENT_READ | socket.EVENT_URGENT)
+    [(key, ev)] = sel.select(0)
+    assert key.fileobj is a and ev == selectors.EVENT_READ | socket.EVENT_URGENT
+    assert a.recv(100) == b"!after"  # from the mark on
+    assert not a.sockatmark() and a.urgent_offset() is None
+    assert sel.select(0) == []
+    sel.close()
+    with pytest.raises(OSError) as info:
+        a.recv(1, socket.MSG_OOB)
+    assert info.value.errno == errno.EINVAL and "sockatmark" in str(info.value)
+    with pytest.raises(OSError) as info:
+        srv.sockatmark()
+    assert info.value.errno == errno.EINVAL
+    # MSG_WAITALL stops at the mark too; a peek does not move it.
+    c.sendall(b"12")
+    c.send(b"3", socket.MSG_OOB)
+    assert wait_for(lambda: a.connection.recvbuf.ready == 3)
+    assert a.recv(2, socket.MSG_PEEK) == b"12" and not a.sockatmark() and a.urgent_offset() == 2
+    assert a.recv(10, socket.MSG_WAITALL) == b"12" and a.sockatmark()
+    for s in (c, a, srv):
+        s.close()

@@ -10,7 +10,7 @@ import pytest
 
 from tcpstack.tcp import Config, FixedIsn, Stack, State
 from tcpstack.wire.ip import build_ip_tcp, parse_ip_tcp
-from tcpstack.wire.tcp import ACK, FIN, PSH, RST, SYN, Opt, Segment
+from tcpstack.wire.tcp import ACK, FIN, PSH, RST, SYN, URG, Opt, Segment
 
 LOCAL = "198.18.0.2"
 REMOTE = "198.18.0.1"
@@ -20,7 +20,7 @@ ISS = 1000  # our ISN (fixed)
 IRS = 5000  # the peer's ISN
 MSS = 1460
 
-__all__ = ["ACK", "FIN", "PSH", "RST", "SYN", "Opt", "Segment", "State"]
+__all__ = ["ACK", "FIN", "PSH", "RST", "SYN", "URG", "Opt", "Segment", "State"]
 
 
 def plain_config(**overrides: object) -> Config:

@@ -18,6 +18,7 @@ from .conftest import (
     RPORT,
     RST,
     SYN,
+    URG,
     Peer,
     State,
     established_client,
@@ -476,6 +477,38 @@ def test_urgent_data_is_delivered_inline(stack, peer):
     peer.send(2000, seg(P, C, ACK | PSH | 0x20, payload=b"xyz!", urg=4))
     assert conn.recv(10, 2001) == b"xyz!"
     assert conn.rcv_up == P + 4
+
+
+def test_urgent_offset_counts_down_to_the_mark_and_clears_past_it(stack, peer):
+    # MUST-33: what the application learns. "hello" then 3 urgent bytes (pointer one past "!").
+    conn = established_client(stack, peer)
+    assert conn.urgent_offset is None
+    peer.send(2000, seg(P, C, ACK | PSH, payload=b"hello"))
+    peer.send(2001, seg(P + 5, C, ACK | PSH | URG, payload=b"ab!tail", urg=3))
+    assert conn.rcv_up == P + 8
+    assert conn.urgent_offset == 7  # "helloab" before the mark "!"
+    assert conn.recv(7, 2002) == b"helloab" and conn.urgent_offset == 0  # at the mark
+    assert conn.recv(1, 2003) == b"!" and conn.urgent_offset is None  # read past it
+    assert conn.recv(10, 2004) == b"tail"
+
+
+def test_urgent_pointer_ahead_of_the_data_is_pending_before_the_mark_arrives(stack, peer):
+    conn = established_client(stack, peer)
+    peer.send(2000, seg(P, C, ACK | PSH | URG, payload=b"abc", urg=10))
+    assert conn.urgent_offset == 9 and conn.recvbuf.ready == 3  # mark not received yet
+
+
+def test_urgent_pointer_is_tracked_with_an_initial_sequence_number_past_2_31(peer):
+    # RCV.UP starts at IRS+1 (it used to start at 0, and max(RCV.UP, SEG.UP) in
+    # sequence space then ignored every pointer 2^31 or more ahead of 0).
+    stack = peer.stack
+    irs = 0x9000_0000
+    conn = stack.connect(REMOTE, RPORT, 0, local_port=LPORT)
+    peer.recv()
+    peer.send(1000, seg(irs, ISS + 1, SYN | ACK, opts=MSS_OPT))
+    assert conn.rcv_up == irs + 1 and conn.urgent_offset is None
+    peer.send(2000, seg(irs + 1, ISS + 1, ACK | PSH | URG, payload=b"xy", urg=2))
+    assert conn.rcv_up == irs + 3 and conn.urgent_offset == 1
 
 
 # ---------------------------------------------------------------- delayed ACK

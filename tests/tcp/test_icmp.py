@@ -1,7 +1,7 @@
 """ICMP input (RFC 9293 §3.9.2.2, RFC 1122 §4.2.3.9, RFC 5927, RFC 1191/8201):
 crafted ICMP errors quoting the packets the stack sent, exact effects per
 type, code and state, as Linux's tcp_v4_err()/tcp_v6_err().  And the TOS /
-Traffic Class octet of what we send (MUST-48)."""
+Traffic Class octet (MUST-48) and the TTL / Hop Limit (MUST-49) of what we send."""
 
 from __future__ import annotations
 
@@ -358,3 +358,59 @@ def test_ipv6_traffic_class_in_packets():
     (pkt,) = stack.transmit()
     assert conn.tos == 0xB8
     assert (int.from_bytes(pkt[:4], "big") >> 20) & 0xFF == 0xB8
+
+
+# ---------------------------------------------------------------- TTL / Hop Limit (MUST-49)
+def test_ttl_is_the_tunable_then_the_connections_own_value(stack, peer):
+    stack.config.set("net.ipv4.ip_default_ttl", 99)
+    conn = stack.connect(REMOTE, RPORT, 0, local_port=LPORT)
+    (syn,) = stack.transmit()
+    assert syn[8] == 99 and conn.ttl == 99
+    peer.send(1000, seg(IRS, ISS + 1, SYN | ACK, 65535, opts=MSS_OPT))
+    conn.ttl = 7  # IP_TTL: from the next packet on, also mid-connection
+    conn.send(b"a", 2000)
+    pkts = stack.transmit()
+    assert [p[8] for p in pkts] == [7]
+    assert parse_ip_tcp(pkts[0])[2].payload == b"a"  # header checksum still right
+    # A segment for no connection draws a reset with the tunable's TTL (Linux's control socket).
+    stack.receive(build_ip_tcp(REMOTE, LOCAL, seg(1, 2, ACK, dport=LPORT + 1)), 3000)
+    (rst,) = stack.transmit()
+    assert rst[8] == 99
+
+
+def test_listener_ttl_on_syn_ack_and_inherited_by_the_child(stack, peer):
+    lst = stack.listen(LPORT, 0)
+    assert lst.ttl is None  # the tunable
+    stack.receive(build_ip_tcp(REMOTE, LOCAL, seg(IRS, 0, SYN, opts=MSS_OPT)), 0)
+    assert [p[8] for p in stack.transmit()] == [64]
+    lst.ttl = 3  # IP_TTL on the listening socket
+    stack.receive(build_ip_tcp(REMOTE, LOCAL, seg(IRS, 0, SYN, opts=MSS_OPT, sport=RPORT + 1)), 0)
+    assert [p[8] for p in stack.transmit()] == [3]
+    stack.receive(build_ip_tcp(REMOTE, LOCAL, seg(IRS + 1, ISS + 1, ACK, sport=RPORT + 1)), 1000)
+    conn = lst.accept()
+    assert conn is not None and conn.remote_port == RPORT + 1 and conn.ttl == 3
+
+
+def test_ipv6_hop_limit_in_packets():
+    cfg = plain_config()
+    cfg.set("net.ipv6.conf.all.hop_limit", 200)
+    stack = Stack([L6], cfg, isn=make_stack().isn, seed=1)
+    conn = stack.connect(R6, RPORT, 0, local_port=LPORT)
+    (pkt,) = stack.transmit()
+    assert conn.ttl == 200 and pkt[7] == 200
+    stack.config.set("ip_default_ttl", 5)  # the IPv4 knob does not touch IPv6
+    stack.receive(build_ip_tcp(R6, L6, seg(1, 2, ACK, dport=LPORT + 1)), 0)
+    (rst,) = stack.transmit()
+    assert rst[7] == 200
+
+
+def test_ttl_tunables_are_validated_as_linux():
+    cfg = plain_config()
+    for key, bad in (("ip_default_ttl", 0), ("ip_default_ttl", 256), ("hop_limit", 0), ("hop_limit", 256)):
+        try:
+            cfg.set(key, bad)
+        except ValueError as exc:
+            assert key in str(exc)
+        else:
+            raise AssertionError(f"{key}={bad} accepted")
+    assert cfg.key_name("net.ipv6.conf.default.hop_limit") == "hop_limit"

@@ -33,6 +33,11 @@ the stdlib selector transport's contract:
   continues); ``close()`` flushes then is close(2) (unread data makes it an
   abort with RST, as Linux does); ``abort()`` is ABORT (RST).
 - ``TCP_NODELAY`` is on, as asyncio sets it on every TCP socket.
+- Urgent data (RFC 9293 §3.8.5) is inline (RFC 6093). asyncio has no urgent
+  callback, so the hook is the stdlib one that exists: ``data_received`` is
+  never given bytes across the urgent mark, and while it runs
+  ``transport.get_extra_info("tcpstack_connection").urgent_offset`` is 0 when
+  the next byte is the mark (sockatmark), None when no urgent data is pending.
 - TLS is the stdlib's own: ``ssl=`` puts asyncio's SSLProtocol between the
   transport and the application's protocol, as ``loop.create_connection``
   does; ``asyncio.BufferedProtocol`` is supported and the transport is
@@ -342,8 +347,9 @@ class TcpTransport(asyncio.Transport):
         for _ in range(READS_PER_WAKE):
             if self._paused or self._closing:
                 break
+            mark = conn.urgent_offset  # a read stops just before the urgent mark (as the socket API's)
             try:
-                data = conn.recv(READ_CHUNK, now)
+                data = conn.recv(mark if mark and mark < READ_CHUNK else READ_CHUNK, now)
             except OSError as exc:
                 self._fatal_error(exc, None)
                 return

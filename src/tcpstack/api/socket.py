@@ -32,7 +32,14 @@ Where this differs from a kernel socket, on purpose:
 * ``SO_RCVBUF``/``SO_SNDBUF`` are kept as given (Linux doubles them) and, set
   on a listener, apply to accepted connections after their handshake;
 * ``TCP_KEEPIDLE``/``TCP_KEEPINTVL``/``TCP_KEEPCNT`` override the stack's
-  ``tcp_keepalive_*`` tunables for that connection only.
+  ``tcp_keepalive_*`` tunables for that connection only;
+* urgent data (RFC 9293 §3.8.5) is always inline, as with ``SO_OOBINLINE``
+  (RFC 6093 recommends it): ``send(data, MSG_OOB)`` makes ``data`` urgent,
+  ``recv(MSG_OOB)`` is EINVAL, and, as Linux, a read stops just before the
+  urgent mark so that :meth:`socket.sockatmark` (POSIX ``sockatmark()``,
+  which Python's socket lacks) turns true there.  Pending urgent data is the
+  "exceptional condition": ``EVENT_URGENT`` in :class:`Selector` and the
+  third list of :func:`select` (Linux's POLLPRI).
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ IPPROTO_IP = _std.IPPROTO_IP
 IPPROTO_IPV6 = _std.IPPROTO_IPV6
 IP_TOS = _std.IP_TOS
 IPV6_TCLASS = getattr(_std, "IPV6_TCLASS", 67)
+IP_TTL = _std.IP_TTL
+IPV6_UNICAST_HOPS = getattr(_std, "IPV6_UNICAST_HOPS", 16)
 SO_REUSEADDR = _std.SO_REUSEADDR
 SO_KEEPALIVE = _std.SO_KEEPALIVE
 SO_LINGER = _std.SO_LINGER
@@ -81,6 +90,7 @@ SHUT_RD = _std.SHUT_RD
 SHUT_WR = _std.SHUT_WR
 SHUT_RDWR = _std.SHUT_RDWR
 MSG_PEEK = _std.MSG_PEEK
+MSG_OOB = _std.MSG_OOB
 MSG_WAITALL = _std.MSG_WAITALL
 MSG_DONTWAIT = getattr(_std, "MSG_DONTWAIT", 0x40)
 SOMAXCONN = _std.SOMAXCONN
@@ -103,11 +113,11 @@ getdefaulttimeout = _std.getdefaulttimeout
 setdefaulttimeout = _std.setdefaulttimeout
 
 __all__ = [
-    "AF_INET", "AF_INET6", "IPPROTO_IP", "IPPROTO_IPV6", "IPPROTO_TCP", "IPV6_TCLASS", "IP_TOS", "MSG_DONTWAIT", "MSG_PEEK", "MSG_WAITALL", "SHUT_RD",
+    "AF_INET", "AF_INET6", "IPPROTO_IP", "IPPROTO_IPV6", "IPPROTO_TCP", "IPV6_TCLASS", "IPV6_UNICAST_HOPS", "IP_TOS", "IP_TTL", "MSG_DONTWAIT", "MSG_OOB", "MSG_PEEK", "MSG_WAITALL", "SHUT_RD",
     "SHUT_RDWR", "SHUT_WR", "SOCK_STREAM", "SOL_SOCKET", "SOMAXCONN", "SO_ERROR", "SO_KEEPALIVE",
     "SO_LINGER", "SO_RCVBUF", "SO_REUSEADDR", "SO_SNDBUF", "SO_TYPE", "TCP_CORK", "TCP_INFO", "TCP_KEEPCNT",
     "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_MAXSEG", "TCP_NODELAY", "TCP_QUICKACK", "TCP_USER_TIMEOUT",
-    "DefaultSelector", "Selector", "SocketType", "create_connection", "create_server", "error",
+    "EVENT_URGENT", "DefaultSelector", "Selector", "SocketType", "select", "create_connection", "create_server", "error",
     "gaierror", "get_default_driver", "getaddrinfo", "getdefaulttimeout", "has_ipv6", "herror",
     "htonl", "htons", "inet_aton", "inet_ntoa", "inet_ntop", "inet_pton", "ntohl", "ntohs",
     "set_default_driver", "setdefaulttimeout", "socket", "timeout",
@@ -356,11 +366,13 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
         reuse = self._reuse()
 
         tos = self._opts.get(_tos_key(self.family), 0)
+        ttl = self._opts.get(_ttl_key(self.family), -1)
 
         def do(now: int) -> Listener:
             new = self._stack.listen(port, now, addr=addr, backlog=backlog, reuse=reuse)
             new.waker = self._driver.notify
             new.tos = tos
+            new.ttl = None if ttl < 0 else ttl
             return new
 
         self._listener = self._driver.call(do)
@@ -477,8 +489,9 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
         if not len(mv):
             return 0
         deadline = self._deadline(bool(flags & MSG_DONTWAIT))
+        urgent = bool(flags & MSG_OOB)  # RFC 9293 §3.8.5: the urgent pointer goes past this data
         while True:
-            n = self._driver.call(lambda now: conn.send(mv, now))
+            n = self._driver.call(lambda now: conn.send(mv, now, urgent))
             if n:
                 return n
             self._wait(lambda: conn.writable or conn.state is State.CLOSED, "send", deadline)
@@ -488,6 +501,7 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
         conn = self._connected()
         mv = memoryview(data).cast("B")
         deadline = self._deadline(bool(flags & MSG_DONTWAIT))
+        urgent = bool(flags & MSG_OOB)
         off, total = 0, len(mv)
         while off < total:
             # A bytes object that fits is queued without a copy; otherwise a
@@ -495,7 +509,7 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
             chunk: Any = data if not off and isinstance(data, bytes) else mv[off:]
 
             def send_chunk(now: int, c: Any = chunk) -> int:
-                return conn.send(c, now)
+                return conn.send(c, now, urgent)
 
             n = self._driver.call(send_chunk)
             off += n
@@ -509,8 +523,14 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
             if not peek:
                 self._peeked = self._peeked[len(data):]
             return data
+        def take(now: int) -> bytes | None:
+            # As Linux's tcp_recvmsg: a read stops just before the urgent mark
+            # (sockatmark() is then true), and reads on from it.
+            mark = conn.urgent_offset
+            return conn.recv(mark if mark and mark < bufsize else bufsize, now)
+
         while True:
-            got = self._driver.call(lambda now: conn.recv(bufsize, now))
+            got = self._driver.call(take)
             if got is not None:
                 break
             if self._shut_rd:
@@ -524,6 +544,10 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
         self._connected()
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
+        if flags & MSG_OOB:
+            # Linux answers EINVAL with SO_OOBINLINE, which tcpstack always has (RFC 6093).
+            raise OSError(errno.EINVAL, "urgent data is inline in tcpstack (SO_OOBINLINE): read it with "
+                          "recv() without MSG_OOB and find it with sockatmark()")
         unknown = flags & ~(MSG_PEEK | MSG_WAITALL | MSG_DONTWAIT)
         if unknown:
             raise OSError(errno.EOPNOTSUPP, f"recv flags {unknown:#x} are not supported by tcpstack")
@@ -536,7 +560,7 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
             return data
         parts = [data]
         got = len(data)
-        while got < bufsize:
+        while got < bufsize and not self._driver.call(lambda now: self._at_mark()):  # Linux: WAITALL stops there too
             try:
                 more = self._recv_once(bufsize - got, deadline, False)
             except (BlockingIOError, TimeoutError):
@@ -730,6 +754,8 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
             value = int(value)
         if (level, optname) in ((IPPROTO_IP, IP_TOS), (IPPROTO_IPV6, IPV6_TCLASS)):
             value = _tos_value(self.family, level, optname, value)
+        if (level, optname) in ((IPPROTO_IP, IP_TTL), (IPPROTO_IPV6, IPV6_UNICAST_HOPS)):
+            value = _ttl_value(self.family, level, optname, value)
         _validate_option(level, optname, value)
         self._opts[(level, optname)] = value
         conn = self._conn
@@ -738,6 +764,8 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
         lst = self._listener
         if lst is not None and (level, optname) == _tos_key(self.family):
             lst.tos = value  # SYN-ACKs and the connections accepted from now on (as Linux)
+        if lst is not None and (level, optname) == _ttl_key(self.family):
+            lst.ttl = None if value < 0 else value  # likewise
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
         self._check_open()
@@ -766,9 +794,34 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
             return struct.pack("ii", onoff, secs)
         if conn is not None:
             return self._driver.call(lambda now: _get_conn_option(conn, level, optname, self._opts))
-        if key in self._opts:
+        if key in self._opts and not (key in _TTL_KEYS and self._opts[key] < 0):
             return self._opts[key]
         return _default_option(self._stack.config, level, optname)
+
+    def sockatmark(self) -> bool:
+        """POSIX sockatmark(): is the next byte to read the urgent mark (the last
+        urgent byte, RFC 9293 MUST-33)?  Python's socket has no such method;
+        C code calls sockatmark(3) or ioctl(SIOCATMARK)."""
+        self._check_open()
+        if self._listener is not None:
+            raise OSError(errno.EINVAL, "sockatmark() needs a connected socket, not a listening one")
+        return bool(self._driver.call(lambda now: self._at_mark()))
+
+    def urgent_offset(self) -> int | None:
+        """tcpstack-only (RFC 9293 MUST-33: how much urgent data is queued): the
+        bytes to read before the urgent mark, 0 at the mark; None when no
+        urgent data is pending.  All data up to and including the mark is
+        urgent (RFC 6093)."""
+        self._check_open()
+        conn = self._conn
+        if conn is None:
+            return None
+        mark = self._driver.call(lambda now: conn.urgent_offset)
+        return None if mark is None else mark + len(self._peeked)
+
+    def _at_mark(self) -> bool:
+        conn = self._conn
+        return conn is not None and not self._peeked and conn.urgent_offset == 0
 
     def tcp_info(self) -> dict[str, Any]:
         """Linux's struct tcp_info as a dict (tcpi_* names without the prefix)."""
@@ -785,6 +838,15 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
         if c is None:
             return self._connect_error is not None
         return c.readable or self._shut_rd
+
+    def _urgent(self) -> bool:
+        """The exceptional condition (Linux's POLLPRI): urgent data is pending
+        and its last byte, the mark, has arrived (TCP_URG_VALID)."""
+        c = self._conn
+        if c is None or self._closed:
+            return False
+        mark = c.urgent_offset
+        return mark is not None and mark < c.recvbuf.ready
 
     def _writable(self) -> bool:
         if self._closed:
@@ -803,7 +865,9 @@ _KNOWN_OPTIONS = frozenset({
     (IPPROTO_TCP, TCP_MAXSEG), (IPPROTO_TCP, TCP_KEEPIDLE), (IPPROTO_TCP, TCP_KEEPINTVL),
     (IPPROTO_TCP, TCP_KEEPCNT), (IPPROTO_TCP, TCP_USER_TIMEOUT), (IPPROTO_TCP, TCP_QUICKACK),
     (IPPROTO_TCP, TCP_CORK), (IPPROTO_IP, IP_TOS), (IPPROTO_IPV6, IPV6_TCLASS),
+    (IPPROTO_IP, IP_TTL), (IPPROTO_IPV6, IPV6_UNICAST_HOPS),
 })
+_TTL_KEYS = ((IPPROTO_IP, IP_TTL), (IPPROTO_IPV6, IPV6_UNICAST_HOPS))
 INET_ECN_MASK = 0x03  # RFC 3168: the low two bits of the TOS / Traffic Class octet
 
 
@@ -829,13 +893,36 @@ def _tos_value(family: int, level: int, opt: int, value: Any) -> int:
     return value & 0xFF & ~INET_ECN_MASK
 
 
+def _ttl_key(family: int) -> tuple[int, int]:
+    """The option that sets the TTL / Hop Limit of this family's packets."""
+    return (IPPROTO_IPV6, IPV6_UNICAST_HOPS) if family == AF_INET6 else (IPPROTO_IP, IP_TTL)
+
+
+def _ttl_value(family: int, level: int, opt: int, value: Any) -> int:
+    """RFC 9293 MUST-49 (configurable TTL), as Linux's setsockopt: IP_TTL takes
+    1..255 (do_ip_setsockopt), IPV6_UNICAST_HOPS -1..255 on AF_INET6 sockets
+    only (do_ipv6_setsockopt); -1 means the tunable (ip_default_ttl,
+    net.ipv6.conf.all.hop_limit), which getsockopt then reports."""
+    if not isinstance(value, int):
+        raise TypeError(f"option {level}/{opt} takes an integer, not {type(value).__name__}")
+    if opt == IPV6_UNICAST_HOPS and level == IPPROTO_IPV6:
+        if family != AF_INET6:
+            raise OSError(errno.ENOPROTOOPT,
+                          "Protocol not available (IPV6_UNICAST_HOPS needs an AF_INET6 socket; use IP_TTL)")
+        if not -1 <= value <= 255:
+            raise OSError(errno.EINVAL, f"IPV6_UNICAST_HOPS must be -1..255, got {value}")
+    elif value != -1 and not 1 <= value <= 255:
+        raise OSError(errno.EINVAL, f"IP_TTL must be 1..255 (or -1 for ip_default_ttl), got {value}")
+    return value
+
+
 def _validate_option(level: int, opt: int, value: Any) -> None:
     if (level, opt) not in _KNOWN_OPTIONS:
         raise OSError(errno.ENOPROTOOPT, f"Protocol not available (option {level}/{opt} is not implemented by tcpstack)")
     if (level, opt) == (SOL_SOCKET, SO_LINGER):
         if not (isinstance(value, tuple) and len(value) == 2 and value[1] >= 0):
             raise OSError(errno.EINVAL, "SO_LINGER takes (onoff, seconds) or struct linger bytes")
-    elif not isinstance(value, int) or value < 0:
+    elif not isinstance(value, int) or (value < 0 and (level, opt) not in _TTL_KEYS):
         raise OSError(errno.EINVAL, f"option {level}/{opt} takes a non-negative integer")
     elif (level, opt) in ((IPPROTO_TCP, TCP_KEEPIDLE), (IPPROTO_TCP, TCP_KEEPINTVL), (IPPROTO_TCP, TCP_KEEPCNT)) and value < 1:
         raise OSError(errno.EINVAL, "keepalive times and counts must be at least 1")
@@ -885,6 +972,8 @@ def _set_conn_option(conn: Connection, level: int, opt: int, value: Any, now: in
             conn.quickack = max(conn.quickack, 16)
     elif (level, opt) == _tos_key(AF_INET6 if ":" in conn.remote_addr else AF_INET):
         conn.tos = value  # SHLD-21: takes effect from the next packet, also mid-connection
+    elif (level, opt) == _ttl_key(AF_INET6 if ":" in conn.remote_addr else AF_INET):
+        conn.ttl = value if value >= 0 else conn.stack.default_ttl(conn.remote_addr)  # from the next packet
 
 
 def _get_conn_option(conn: Connection, level: int, opt: int, opts: Mapping[tuple[int, int], Any]) -> Any:
@@ -909,7 +998,9 @@ def _get_conn_option(conn: Connection, level: int, opt: int, opts: Mapping[tuple
         return getattr(conn.config, _KEEPALIVE_KEYS[opt])
     if (level, opt) == _tos_key(AF_INET6 if ":" in conn.remote_addr else AF_INET):
         return conn.tos  # inherited from the listener for accepted connections
-    if (level, opt) in opts:
+    if (level, opt) == _ttl_key(AF_INET6 if ":" in conn.remote_addr else AF_INET):
+        return conn.ttl  # the value in use: -1 reads back as the tunable (as Linux)
+    if (level, opt) in opts and not ((level, opt) in _TTL_KEYS and opts[(level, opt)] < 0):
         return opts[(level, opt)]
     return _default_option(conn.config, level, opt)
 
@@ -931,6 +1022,8 @@ def _default_option(cfg: Any, level: int, opt: int) -> Any:
         (IPPROTO_TCP, TCP_QUICKACK): 1,
         (IPPROTO_IP, IP_TOS): 0,
         (IPPROTO_IPV6, IPV6_TCLASS): 0,
+        (IPPROTO_IP, IP_TTL): cfg.ip_default_ttl,
+        (IPPROTO_IPV6, IPV6_UNICAST_HOPS): cfg.hop_limit,
     }
     if (level, opt) not in defaults:
         raise OSError(errno.ENOPROTOOPT, f"Protocol not available (option {level}/{opt})")
@@ -1005,13 +1098,21 @@ def create_server(
     return s
 
 
+#: Selector event for pending urgent data (poll's POLLPRI, select's exceptional
+#: condition).  ``selectors`` defines only EVENT_READ (1) and EVENT_WRITE (2);
+#: code that never asks for this bit sees exactly the stdlib's behaviour.
+EVENT_URGENT = 4
+
+
 class Selector(_selectors.BaseSelector):
     """A ``selectors`` selector for tcpstack sockets (which have no kernel fd).
 
     It implements the BaseSelector interface (register/unregister/modify/select
     /get_map), so code written against ``selectors.DefaultSelector`` works
     unchanged when it only multiplexes tcpstack sockets of one stack.
-    Readiness is level-triggered, as with epoll's default.
+    Readiness is level-triggered, as with epoll's default.  ``EVENT_URGENT``
+    may be added to the events: it is reported while urgent data is pending
+    (RFC 9293 MUST-32; see :meth:`socket.sockatmark`).
     """
 
     def __init__(self, driver: Any = None) -> None:
@@ -1021,7 +1122,7 @@ class Selector(_selectors.BaseSelector):
     def register(self, fileobj: Any, events: int, data: Any = None) -> _selectors.SelectorKey:
         if not isinstance(fileobj, socket):
             raise ValueError("tcpstack's Selector multiplexes tcpstack sockets only")
-        if not events or events & ~(_selectors.EVENT_READ | _selectors.EVENT_WRITE):
+        if not events or events & ~(_selectors.EVENT_READ | _selectors.EVENT_WRITE | EVENT_URGENT):
             raise ValueError(f"Invalid events: {events!r}")
         if id(fileobj) in self._map:
             raise KeyError(f"{fileobj!r} is already registered")
@@ -1052,6 +1153,8 @@ class Selector(_selectors.BaseSelector):
                 ev |= _selectors.EVENT_READ
             if key.events & _selectors.EVENT_WRITE and s._writable():
                 ev |= _selectors.EVENT_WRITE
+            if key.events & EVENT_URGENT and s._urgent():
+                ev |= EVENT_URGENT
             if ev:
                 out.append((key, ev))
         return out
@@ -1084,3 +1187,22 @@ class Selector(_selectors.BaseSelector):
 
 
 DefaultSelector = Selector
+
+
+def select(rlist: Any, wlist: Any, xlist: Any, timeout: float | None = None) -> tuple[list[Any], list[Any], list[Any]]:
+    """``select.select`` for tcpstack sockets: readable, writable, and those with
+    pending urgent data (the exceptional condition, as Linux reports urgent
+    data to select()).  ``timeout`` None blocks; 0 polls."""
+    sel = Selector()
+    try:
+        for s in {id(s): s for s in (*rlist, *wlist, *xlist)}.values():
+            ev = ((s in rlist and _selectors.EVENT_READ) | (s in wlist and _selectors.EVENT_WRITE)
+                  | (s in xlist and EVENT_URGENT))
+            sel.register(s, ev)
+        ready = sel.select(timeout)
+    finally:
+        sel.close()
+    r = [k.fileobj for k, ev in ready if ev & _selectors.EVENT_READ]
+    w = [k.fileobj for k, ev in ready if ev & _selectors.EVENT_WRITE]
+    x = [k.fileobj for k, ev in ready if ev & EVENT_URGENT]
+    return r, w, x

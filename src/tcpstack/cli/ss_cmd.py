@@ -184,7 +184,7 @@ def _ms(us: int) -> str:
 
 def info_text(info: dict[str, Any]) -> str:
     """The ss -i line of one connection (the fields tcpstack has, in ss's order)."""
-    parts: list[str] = [o for o in ("ts", "sack") if o in info.get("options", ())]
+    parts: list[str] = [o for o in ("ts", "sack", "ecn", "ecnseen") if o in info.get("options", ())]
     parts.append(str(info.get("congestion_control", "")))
     if "wscale" in info.get("options", ()):
         parts.append(f"wscale:{info['snd_wscale']},{info['rcv_wscale']}")

@@ -405,8 +405,11 @@ def stat_record(stack: Stack) -> dict[str, Any]:
 
 
 def sysctl_name(key: str) -> str:
-    """The full sysctl name of a tunable: net.core.somaxconn, net.ipv4.everything else."""
+    """The full sysctl name of a tunable: net.core.somaxconn,
+    net.ipv6.conf.all.hop_limit, net.ipv4.everything else."""
     name = Config.key_name(key)
+    if name == "hop_limit":
+        return "net.ipv6.conf.all.hop_limit"
     return f"net.core.{name}" if name == "somaxconn" else f"net.ipv4.{name}"
 
 

@@ -241,7 +241,8 @@ class VirtualHost:
         out["tcpi_ca_state"] = CA_STATE_NUMBERS.get(str(info["ca_state"]), 0)
         opts = info.get("options") or []
         assert isinstance(opts, list)
-        out["tcpi_options"] = (1 if "ts" in opts else 0) | (2 if "sack" in opts else 0) | (4 if "wscale" in opts else 0)
+        out["tcpi_options"] = (1 if "ts" in opts else 0) | (2 if "sack" in opts else 0) | (4 if "wscale" in opts else 0) \
+            | (8 if "ecn" in opts else 0) | (16 if "ecnseen" in opts else 0)  # TCPI_OPT_ECN, TCPI_OPT_ECN_SEEN
         return out
 
     # -- system calls -----------------------------------------------------------------

@@ -8,7 +8,11 @@ user who knows ``tc qdisc ... netem`` can predict the counters):
 2. **queue and rate** — with ``rate_bps`` set, the packet waits behind the
    bytes not yet serialized; if they and it exceed ``queue_bytes`` it is
    tail-dropped (``dropped_queue``), else it occupies the wire for
-   ``len * 8 / rate`` seconds;
+   ``len * 8 / rate`` seconds; with ``ecn_mark_bytes`` set, an ECN-capable
+   packet (ECT(0) or ECT(1), RFC 3168 §5) that finds more than that many
+   bytes queued ahead of it is marked CE instead (``ce_marked``): a step
+   AQM, like RED with equal thresholds or DCTCP's K, that signals
+   congestion before the queue overflows; packets that are not ECT queue on;
 3. **corruption** — 1 to 3 random bits anywhere in the packet flip
    (``corrupted``); the receiver's checksum must catch it, the link does not.
    As on a real wire, some 2- and 3-bit flips leave the Internet checksum
@@ -135,6 +139,7 @@ class LinkParams:
     reorder_delay_us: int | None = None
     corrupt: float = 0.0
     corrupt_detectable: bool = False
+    ecn_mark_bytes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("delay_us", "jitter_us"):
@@ -151,6 +156,8 @@ class LinkParams:
             object.__setattr__(self, "queue_bytes", DEFAULT_QUEUE_PACKETS * _DEFAULT_MTU)
         elif not isinstance(self.queue_bytes, int) or self.queue_bytes <= 0:
             raise ValueError(f"queue_bytes must be a positive int, got {self.queue_bytes!r}")
+        if self.ecn_mark_bytes is not None and (not isinstance(self.ecn_mark_bytes, int) or self.ecn_mark_bytes < 0):
+            raise ValueError(f"ecn_mark_bytes must be a non-negative int (bytes queued), got {self.ecn_mark_bytes!r}")
         if self.reorder_delay_us is None:
             object.__setattr__(self, "reorder_delay_us", max(self.delay_us, 1000))
         elif not isinstance(self.reorder_delay_us, int) or self.reorder_delay_us < 0:
@@ -189,7 +196,9 @@ class Link:
         "duplicated",
         "reordered",
         "corrupted",
+        "ce_marked",
         "_max_q_units",
+        "_mark_units",
         "_rng",
         "_heap",
         "_counter",
@@ -236,6 +245,7 @@ class Link:
         self.duplicated = 0
         self.reordered = 0
         self.corrupted = 0
+        self.ce_marked = 0
         self._max_q_units = 0
         self._rng = rng
         self._heap = heap
@@ -270,6 +280,8 @@ class Link:
         # Both resolved by LinkParams.__post_init__.
         assert params.queue_bytes is not None and params.reorder_delay_us is not None
         self._queue_units = params.queue_bytes * _UNITS_PER_BYTE
+        mark = params.ecn_mark_bytes
+        self._mark_units = None if mark is None else mark * _UNITS_PER_BYTE
         self._loss = params.loss
         self._dup = params.dup
         self._reorder = params.reorder
@@ -297,6 +309,7 @@ class Link:
             "duplicated": self.duplicated,
             "reordered": self.reordered,
             "corrupted": self.corrupted,
+            "ce_marked": self.ce_marked,
             "max_queue_bytes": self.max_queue_bytes,
         }
 
@@ -350,6 +363,14 @@ class Link:
                 return
             if backlog > self._max_q_units:
                 self._max_q_units = backlog
+            mark = self._mark_units
+            if mark is not None and backlog - size > mark:
+                marked = _mark_ce(packet)
+                if marked is not None:
+                    packet = marked
+                    self.ce_marked += 1
+                    if self._observers:
+                        self._notify(now, packet, "mark-ce")
             busy += size
             self._busy = busy
             t = -(-busy // rate)  # last bit leaves the sender, rounded up to a µs
@@ -414,6 +435,33 @@ class Link:
     def _notify(self, now: int, packet: bytes, event: str) -> None:
         for callback in tuple(self._observers):
             callback(now, self, packet, event)
+
+
+def _mark_ce(packet: bytes) -> bytes | None:
+    """``packet`` with its ECN field set to CE (RFC 3168 §5), or None if it is
+    not ECN-capable (or not IP).  IPv4's header checksum is recomputed."""
+    if len(packet) < 2:
+        return None
+    version = packet[0] >> 4
+    if version == 4:
+        if not packet[1] & 3 or len(packet) < 20:
+            return None
+        buf = bytearray(packet)
+        buf[1] |= 3
+        hl = (buf[0] & 0x0F) * 4
+        buf[10:12] = b"\0\0"
+        s = sum(int.from_bytes(buf[i:i + 2], "big") for i in range(0, hl, 2))
+        while s > 0xFFFF:
+            s = (s & 0xFFFF) + (s >> 16)
+        buf[10:12] = (~s & 0xFFFF).to_bytes(2, "big")
+        return bytes(buf)
+    if version == 6:
+        if not packet[1] & 0x30:
+            return None
+        buf = bytearray(packet)
+        buf[1] |= 0x30
+        return bytes(buf)
+    return None
 
 
 def serialization_us(nbytes: int, rate_bps: int) -> int:

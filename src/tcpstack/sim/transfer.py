@@ -45,6 +45,7 @@ class TransferResult:
     server_mib: dict[str, int]
     goodput_bps: float
     lost_data_bytes: int  # client->server payload bytes the network dropped (loss or queue)
+    link: dict[str, int] = field(default_factory=dict)  # the client->server link's counters
     events: list[tuple[int, Event]] = field(repr=False, default_factory=list)
     lost: set[tuple[int, int, int, int, int]] = field(repr=False, default_factory=set)
 
@@ -221,6 +222,7 @@ def run_transfer(
         server_mib=server.mib.as_dict(),
         goodput_bps=_goodput(st),
         lost_data_bytes=lost_data[0],
+        link=net.link("client", "server").counters(),
         events=events,
         lost=lost,
     )

@@ -78,6 +78,9 @@ class Config:
     tcp_tw_reuse: int = 2  # 0 off, 1 on, 2 loopback only (Linux default 2)
     tcp_rfc1337: int = 0  # 1: RST in TIME-WAIT does not assassinate it (RFC 1337)
     ip_local_port_range: tuple[int, int] = (32768, 60999)
+    # --- IP -------------------------------------------------------------------------
+    ip_default_ttl: int = 64  # net.ipv4.ip_default_ttl: TTL of IPv4 packets (RFC 9293 MUST-49)
+    hop_limit: int = 64  # net.ipv6.conf.all.hop_limit: Hop Limit of IPv6 packets (Linux: 64)
     # --- misc -----------------------------------------------------------------------
     tcp_ecn: int = 2  # accept ECN when asked, do not request it (not yet implemented beyond parsing)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -87,6 +90,8 @@ class Config:
     def key_name(key: str) -> str:
         """Strip the sysctl prefix: 'net.ipv4.tcp_sack' -> 'tcp_sack'."""
         k = key.strip().replace("/", ".")
+        if k.endswith(".hop_limit") and k.startswith(("net.ipv6.conf.", "conf.")):
+            return "hop_limit"  # net.ipv6.conf.{all,default}.hop_limit: one value here
         for prefix in ("net.ipv4.", "net.core.", "net.ipv6."):
             if k.startswith(prefix):
                 return k[len(prefix) :]
@@ -153,6 +158,8 @@ class Config:
             "tcp_retries2": (0, 255),
             "tcp_init_cwnd": (1, 1000),
             "tcp_min_snd_mss": (48, 65535),
+            "ip_default_ttl": (1, 255),  # Linux: ip_ttl_min..ip_ttl_max
+            "hop_limit": (1, 255),  # Linux: proc_dointvec_minmax with one..255
         }
         if name in ranges:
             lo, hi = ranges[name]

@@ -22,7 +22,22 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..wire.tcp import ACK, FIN, OPT_SACK, OPT_TS, PSH, RST, SYN, URG, Opt, Segment
+from ..wire.tcp import (
+    ACK,
+    CWR,
+    ECE,
+    FIN,
+    IP_CE,
+    IP_ECN_SHIFT,
+    OPT_SACK,
+    OPT_TS,
+    PSH,
+    RST,
+    SYN,
+    URG,
+    Opt,
+    Segment,
+)
 from . import events as ev
 from . import seq
 from .congestion import create as create_cc
@@ -44,6 +59,7 @@ NOP = Opt(1, None)
 MAX_WSCALE = 14  # RFC 7323 §2.3: a shift above 14 is treated as 14
 TS_WRAP = 1 << 32
 PAWS_24DAYS_MS = 24 * 24 * 3600 * 1000  # RFC 7323 §5.5: ts_recent older than this is invalid
+RCVBUF_LOCKED = (1 << 63) - 1  # rcv_space once the application set SO_RCVBUF
 QUICKACK_SEGMENTS = 16  # Linux: ACK every segment while in quick-ACK mode at connection start
 MAX_ORPHAN_RETRIES = 8  # Linux: tcp_orphan_retries=0 means 8
 # The fast path is an optimisation with exactly the full path's effects; a test
@@ -53,6 +69,7 @@ FIN_RECEIVED_STATES = frozenset({S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK})
 # States in which segments carrying data or FIN may be (re)sent.
 PUSH_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
 # §3.10.5 ABORT: these states send a RST (CLOSING, LAST-ACK, TIME-WAIT just go away).
+ECT0 = 0b10  # RFC 3168 §5: ECT(0) in the ECN field (the TOS octet's low two bits)
 SYN_RETRY_AFTER_RST_US = 2_000  # Linux TCP_TIMEOUT_MIN: 2 jiffies (HZ=1000)
 NEED_RESET = frozenset({S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT})
 
@@ -83,7 +100,7 @@ class Connection:
 
     __slots__ = (
         "stack", "config", "conn_id", "local_addr", "local_port", "remote_addr", "remote_port",
-        "key", "state", "passive", "history",
+        "key", "state", "history",
         # send sequence variables (§3.3.1)
         "iss", "snd_una", "snd_nxt", "snd_wnd", "snd_up", "snd_wl1", "snd_wl2", "max_snd_wnd", "urgent",
         "snd_mss", "snd_wscale", "rtx_nxt", "recover", "dupacks", "in_recovery", "snd_sml",
@@ -103,10 +120,12 @@ class Connection:
         "rtt", "rtt_seq", "rtt_time", "cc", "last_send_at",
         # statistics (tcp_info)
         "total_retrans", "bytes_acked", "bytes_received", "segs_out", "segs_in", "bytes_retrans",
-        "rcv_space", "rcv_space_copied", "rcv_space_time", "user_rcvbuf",
+        "rcv_space", "rcv_space_copied", "rcv_space_time",
         "data_segs_out", "data_segs_in", "created_at",
-        # IP: TOS / Traffic Class of our packets, path MTU, the last ICMP soft error
-        "tos", "pmtu", "soft_error",
+        # IP: TOS / Traffic Class and TTL / Hop Limit of our packets, path MTU, the last ICMP soft error
+        "tos", "ttl", "pmtu", "soft_error",
+        # ECN (RFC 3168): negotiated; echo ECE until CWR; CWR due; end of the reduced window
+        "ecn_ok", "ecn",
         "__weakref__",
     )
 
@@ -126,7 +145,6 @@ class Connection:
         self.remote_addr, self.remote_port = remote
         self.key = (self.local_addr, self.local_port, self.remote_addr, self.remote_port)
         self.state = S.CLOSED
-        self.passive = False
         self.history: tuple[State, ...] = (S.CLOSED,)  # every state passed, in order
 
         self.iss = self.snd_una = self.snd_nxt = self.rtx_nxt = 0
@@ -206,14 +224,17 @@ class Connection:
         self.rcv_space = 0
         self.rcv_space_copied = 0
         self.rcv_space_time = now
-        self.user_rcvbuf = False  # SO_RCVBUF set: no auto-tuning (as Linux)
         self.segs_out = self.segs_in = self.data_segs_out = self.data_segs_in = 0
         self.created_at = now
         self.tos = 0  # IP_TOS / IPV6_TCLASS (RFC 9293 MUST-48), ECN bits clear
+        # IP_TTL / IPV6_UNICAST_HOPS (RFC 9293 MUST-49), resolved here so output reads one attribute
+        self.ttl = cfg.hop_limit if ":" in self.remote_addr else cfg.ip_default_ttl
         self.pmtu = stack.mtu  # lowered by ICMP fragmentation-needed / Packet Too Big
         # (SND.UNA when recorded, error): an ICMP soft error, reported if the
         # connection times out before SND.UNA moves (see on_icmp_error).
         self.soft_error: tuple[int, OSError] | None = None
+        self.ecn_ok = False
+        self.ecn: EcnState | None = None  # made when an ECN field is first set (see EcnState)
 
     def __repr__(self) -> str:
         return (
@@ -283,6 +304,13 @@ class Connection:
 
     def _send_syn(self, now: int, ack: bool) -> None:
         flags = SYN | ACK if ack else SYN
+        if ack:
+            if self.ecn_ok:
+                flags |= ECE  # RFC 3168 §6.1.1: an ECN-setup SYN-ACK
+        elif self.config.tcp_ecn == 1 and not self.retries:
+            # RFC 3168 §6.1.1: an ECN-setup SYN; a retransmitted SYN goes without,
+            # in case a middlebox drops it (§6.1.1.1; Linux's tcp_ecn_clear_syn).
+            flags |= ECE | CWR
         # RFC 7323 §2.2: the window field of a SYN is never scaled.
         wnd = min(self.recvbuf.free, 0xFFFF)
         self.rcv_adv = seq.add(self.rcv_nxt, wnd) if ack else 0
@@ -295,20 +323,14 @@ class Connection:
             self.ack_pending = False
         self.stack._output(self, seg, now)
 
-    def accept_syn(self, syn: Segment, iss: int, now: int, from_listener: bool) -> None:
-        """Record a peer's SYN (§3.10.7.2 LISTEN / §3.10.7.3 SYN-SENT, fourth)."""
+    def accept_syn(self, syn: Segment, now: int) -> None:
+        """Record a peer's SYN in SYN-SENT (§3.10.7.3 fourth; a listener's SYN
+        becomes a compact request record instead, see listener.py)."""
         self.irs = syn.seq
-        self.rcv_nxt = seq.add(syn.seq, 1)
+        self.rcv_nxt = self.rcv_up = seq.add(syn.seq, 1)  # RCV.UP: no urgent data yet
         # The peer may send up to the window our SYN (or SYN-ACK) advertised.
         self.rcv_adv = seq.add(self.rcv_nxt, min(self.recvbuf.free, 0xFFFF))
         self._negotiate(syn)
-        if from_listener:
-            self.iss = iss
-            self.snd_una = iss
-            self.snd_nxt = seq.add(iss, 1)
-            self.rtx_nxt = self.snd_nxt
-            self.recover = self.snd_sml = iss
-            self.passive = True
         # SND.WND <- SEG.WND (unscaled in a SYN), SND.WL1 <- SEG.SEQ (§3.10.7.3)
         self.snd_wnd = syn.window
         self.max_snd_wnd = syn.window
@@ -338,6 +360,10 @@ class Connection:
         else:
             self.ts_ok = False
         self.sack_ok = bool(cfg.tcp_sack and syn.sack_permitted)
+        # RFC 3168 §6.1.1: a SYN-ACK answering our ECN-setup SYN has ECE without
+        # CWR; a SYN (simultaneous open) asks with both, and we must have asked too.
+        want = ECE if syn.flags & ACK else ECE | CWR
+        self.ecn_ok = cfg.tcp_ecn == 1 and syn.flags & (ECE | CWR) == want
         self.cc.set_mss(self.snd_mss, cfg.tcp_init_cwnd)
 
     # ==========================================================================
@@ -382,6 +408,15 @@ class Connection:
             return b""
         return None
 
+    @property
+    def user_rcvbuf(self) -> bool:
+        """SO_RCVBUF was set: no auto-tuning (as Linux's SOCK_RCVBUF_LOCK)."""
+        return self.rcv_space == RCVBUF_LOCKED
+
+    @user_rcvbuf.setter
+    def user_rcvbuf(self, locked: bool) -> None:
+        self.rcv_space = RCVBUF_LOCKED if locked else 0
+
     def _rcv_space_adjust(self, copied: int, now: int) -> None:
         """Grow the receive buffer when the application drains more than it holds
         per round trip, so the window keeps up with the path's bandwidth-delay
@@ -393,7 +428,7 @@ class Connection:
         got = self.rcv_space_copied
         self.rcv_space_copied = 0
         self.rcv_space_time = now
-        if got <= self.rcv_space or self.user_rcvbuf:
+        if got <= self.rcv_space:  # (RCVBUF_LOCKED, the largest int, once SO_RCVBUF is set)
             return
         self.rcv_space = got
         rb = self.recvbuf
@@ -477,8 +512,26 @@ class Connection:
         return self.state in CAN_SEND and self.sendbuf.free > 0
 
     @property
+    def passive(self) -> bool:
+        """Opened by a listener (its TCB is born in SYN-RECEIVED)."""
+        return self.history[0] is S.SYN_RECEIVED
+
+    @property
     def established(self) -> bool:
         return self.state not in (S.CLOSED, S.LISTEN, S.SYN_SENT, S.SYN_RECEIVED)
+
+    @property
+    def urgent_offset(self) -> int | None:
+        """RFC 9293 MUST-32/33: bytes the application reads before the urgent
+        mark (0: it is at the mark, POSIX sockatmark()), or None when no urgent
+        data is pending -- RCV.UP is not ahead of the data consumed (§3.10.7.4
+        sixth).  The mark is the last urgent byte, RCV.UP - 1 (RFC 6093: the
+        pointer points one past it), as Linux's urg_seq.  It may lie beyond
+        the data received so far (the pointer came first)."""
+        rb = self.recvbuf
+        consumed = seq.add(self.irs, 1 + rb.nxt - rb.ready)  # the next sequence number to read
+        d = seq.diff(self.rcv_up, consumed)
+        return d - 1 if d > 0 else None
 
     # ==========================================================================
     # Segment arrival (§3.10.7)
@@ -592,7 +645,7 @@ class Connection:
         if not flags & SYN:
             self._drop(seg, now, "SYN-SENT: neither SYN nor RST")
             return
-        self.accept_syn(seg, 0, now, from_listener=False)
+        self.accept_syn(seg, now)
         if flags & ACK:
             self._ack_of_syn(seg, now)
             # RFC 7323 §4.3: our SYN was timed by its TSval; Karn: only if not retransmitted.
@@ -877,7 +930,12 @@ class Connection:
                 self._retransmit_head(now)
         else:
             self.dupacks = 0
-            if not tlp_loss:  # Linux: no growth on the ACK that ends in a reduction (CWR)
+            e = self.ecn
+            cwr = e is not None and e.cwr_high is not None
+            if cwr and e is not None and e.cwr_high is not None and seq.gt(ack, e.cwr_high):
+                e.cwr_high = None  # RFC 3168 §6.1.2: the reduced window is acknowledged
+                cwr = False
+            if not tlp_loss and not cwr:  # Linux: no growth in the CWR state
                 self.cc.on_ack(data_acked, flight, now, rtt_us or self.rtt.srtt)
         # RFC 6298 (5.2)/(5.3): all acked -> stop the timer; else restart it
         # (or schedule a loss probe, RFC 8985 §7.2, as Linux's tcp_set_xmit_timer).
@@ -1279,7 +1337,116 @@ class Connection:
                 urg = min(seq.diff(self.snd_up, sseq), 0xFFFF)
             elif seq.ge(self.snd_una, self.snd_up):
                 self.urgent = False
+        if self.ecn_ok:
+            flags = self._ecn_out(sseq, flags, payload)
         return Segment(self.local_port, self.remote_port, sseq, self.rcv_nxt, flags | ACK, wnd, urg, opts, payload)
+
+    # The ECN state's fields, read as defaults while there is no EcnState.
+    def _ecn_state(self) -> EcnState:
+        e = self.ecn
+        if e is None:
+            e = self.ecn = EcnState()
+        return e
+
+    @property
+    def ecn_seen(self) -> bool:
+        return self.ecn is not None and self.ecn.seen
+
+    @ecn_seen.setter
+    def ecn_seen(self, v: bool) -> None:
+        self._ecn_state().seen = v
+
+    @property
+    def ecn_demand_cwr(self) -> bool:
+        return self.ecn is not None and self.ecn.demand_cwr
+
+    @ecn_demand_cwr.setter
+    def ecn_demand_cwr(self, v: bool) -> None:
+        self._ecn_state().demand_cwr = v
+
+    @property
+    def ecn_queue_cwr(self) -> bool:
+        return self.ecn is not None and self.ecn.queue_cwr
+
+    @ecn_queue_cwr.setter
+    def ecn_queue_cwr(self, v: bool) -> None:
+        self._ecn_state().queue_cwr = v
+
+    @property
+    def cwr_high(self) -> int | None:
+        return None if self.ecn is None else self.ecn.cwr_high
+
+    @cwr_high.setter
+    def cwr_high(self, v: int | None) -> None:
+        if v is not None or self.ecn is not None:
+            self._ecn_state().cwr_high = v
+
+    @property
+    def delivered_ce(self) -> int:
+        return 0 if self.ecn is None else self.ecn.delivered_ce
+
+    @delivered_ce.setter
+    def delivered_ce(self, v: int) -> None:
+        self._ecn_state().delivered_ce = v
+
+    def _ecn_out(self, sseq: int, flags: int, payload: bytes | memoryview) -> int:
+        """RFC 3168 §6.1 on an outgoing segment, as Linux's tcp_ecn_send: ECT(0)
+        on new data only -- not on pure ACKs (§6.1.4), retransmissions (§6.1.5)
+        or window probes without new data; CWR on the first new data after a
+        reduction (§6.1.2); ECE while a CE mark is to be echoed (§6.1.3).  The
+        ECN bits ride in ``tos``, the TOS octet the stack writes per packet."""
+        if payload and seq.ge(sseq, self.snd_nxt):
+            self.tos = self.tos & 0xFC | ECT0
+            if self.ecn_queue_cwr:
+                self.ecn_queue_cwr = False
+                flags |= CWR
+        else:
+            self.tos &= 0xFC
+        if self.ecn_demand_cwr:
+            flags |= ECE
+        return flags
+
+    def on_ecn(self, seg: Segment, now: int) -> None:
+        """A segment with ECE, CWR or a non-zero IP ECN field (the stack calls
+        this before ``on_segment``; see wire.tcp.IP_CE).  RFC 3168 §6.1.3: CE on
+        data starts the echo (ECE on every segment) until data with CWR; §6.1.2:
+        an ECE ACK reduces cwnd once per window of data (Linux's CWR state:
+        ``cwr_high`` is SND.NXT at the reduction; no growth until it is acked),
+        not again in recovery."""
+        if not self.ecn_ok or self.state is S.SYN_SENT:
+            return
+        flags = seg.flags
+        field = flags >> IP_ECN_SHIFT & 3
+        if field:
+            self.ecn_seen = True
+            mib = self.stack.mib
+            if field == 3:
+                mib.InCEPkts += 1
+            elif field == 2:
+                mib.InECT0Pkts += 1
+            else:
+                mib.InECT1Pkts += 1
+        if seg.payload:
+            if flags & CWR:  # Linux's tcp_ecn_accept_cwr: stop echoing, ACK at once
+                self.ecn_demand_cwr = False
+                self._ack_now()
+            if flags & IP_CE == IP_CE:
+                if not self.ecn_demand_cwr:
+                    self.quickack = max(self.quickack, 2)  # Linux: the sender's cwnd may be tiny
+                self.ecn_demand_cwr = True
+        if flags & ECE and flags & ACK and not flags & SYN:
+            ack, una, nxt = seg.ack, self.snd_una, self.snd_nxt
+            if not (seq.le(una, ack) and seq.le(ack, nxt)):
+                return  # an unacceptable ACK is not a congestion signal
+            if ack != una:  # Linux's TCPDeliveredCE: segments newly delivered by ECE ACKs
+                n = -(-seq.diff(ack, una) // max(self.snd_mss, 1))
+                self.delivered_ce += n
+                self.stack.mib.TCPDeliveredCE += n
+            if self.cwr_high is None and not self.in_recovery and self.established:
+                self.cc.on_cwnd_reduction(seq.diff(nxt, una), now)
+                self.cwr_high = nxt
+                self.ecn_queue_cwr = True
+                self.stack._emit(now, self, ev.INFO, "ECE: cwnd reduced (RFC 3168 §6.1.2)")
 
     def _send_ack(self, now: int) -> None:
         """<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>."""
@@ -1312,6 +1479,7 @@ class Connection:
     def _send_rst(self, sseq: int, now: int) -> None:
         """An abortive RST: <SEQ=SND.NXT><CTL=RST>, with ACK as Linux sends it."""
         seg = Segment(self.local_port, self.remote_port, sseq, self.rcv_nxt, RST | ACK, 0, 0, (), b"")
+        self.tos &= 0xFC  # not ECN-capable (RFC 3168 §6.1.4 spirit; Linux's INET_ECN_dontxmit)
         self.stack.mib.OutRsts += 1
         self.stack._output(self, seg, now)
 
@@ -1660,6 +1828,7 @@ class Connection:
             self.cc.on_rto(flight, now)
             self.in_recovery = False
             self.tlp = None
+            self.cwr_high = None  # an RTO ends an ECN reduction (Linux: CWR -> Loss)
             self.sb.clear()  # RFC 2018 §8: after a timeout, SACK information is not trusted
             self.dupacks = 0
             self.recover = self.snd_nxt  # RFC 6582 §4: no fast retransmit for losses before this
@@ -1736,7 +1905,9 @@ class Connection:
             "rcv_wnd": self._window_offered(),
             "snd_wscale": self.snd_wscale,
             "rcv_wscale": self.rcv_wscale,
-            "options": [n for n, on in (("ts", self.ts_ok), ("sack", self.sack_ok), ("wscale", self.ws_ok)) if on],
+            "options": [n for n, on in (("ts", self.ts_ok), ("sack", self.sack_ok), ("wscale", self.ws_ok),
+                                        ("ecn", self.ecn_ok), ("ecnseen", self.ecn_seen)) if on],
+            "delivered_ce": self.delivered_ce,
             "unacked": flight,
             "sacked": 0,
             "lost": 0,
@@ -1836,3 +2007,17 @@ class Connection:
 
 
 __all__ = ["Connection", "OPT_SACK"]
+
+
+class EcnState:
+    """A connection's RFC 3168 state beyond "ECN agreed": made on first use, so
+    a connection that never sees an ECN mark carries one empty slot."""
+
+    __slots__ = ("seen", "demand_cwr", "queue_cwr", "cwr_high", "delivered_ce")
+
+    def __init__(self) -> None:
+        self.seen = False  # an ECT or CE field arrived (tcpi "ecnseen")
+        self.demand_cwr = False  # echo ECE until data with CWR (§6.1.3)
+        self.queue_cwr = False  # set CWR on the next new data (§6.1.2)
+        self.cwr_high: int | None = None  # Linux's high_seq in the CWR state
+        self.delivered_ce = 0  # segments newly delivered by ECE ACKs (tcpi_delivered_ce)

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..wire.tcp import ACK, RST, SYN, Opt, Segment
+from ..wire.tcp import ACK, CWR, ECE, IP_ECN_SHIFT, RST, SYN, Opt, Segment
 from . import events as ev
 from . import seq
 from .connection import Connection, default_mss, syn_options
@@ -42,12 +42,20 @@ if TYPE_CHECKING:
 S = State
 
 
+def ecn_requested(syn: Segment, tcp_ecn: int) -> bool:
+    """RFC 3168 §6.1.1: an ECN-setup SYN has ECE and CWR; any tcp_ecn but 0
+    accepts it (Linux's tcp_ecn_create_request), unless the SYN itself came
+    ECN-capable in IP, which RFC 3168 §6.1.1 forbids (Linux: !ect)."""
+    f = syn.flags
+    return bool(tcp_ecn) and f & (ECE | CWR) == ECE | CWR and not f >> IP_ECN_SHIFT & 3
+
+
 class Request:
     """A half-open connection in SYN-RECEIVED (Linux: struct request_sock)."""
 
     __slots__ = (
         "listener", "conn_id", "key", "iss", "irs", "snd_mss", "snd_wscale", "ws_ok", "sack_ok",
-        "ts_ok", "ts_recent", "snd_wnd", "rcv_wnd", "retries", "timer_at", "sent_at", "acked",
+        "ts_ok", "ts_recent", "snd_wnd", "rcv_wnd", "retries", "timer_at", "sent_at", "acked", "ecn_ok",
     )
 
     def __init__(self, listener: Listener, conn_id: int, key: tuple[str, int, str, int], syn: Segment, iss: int, now: int) -> None:
@@ -65,6 +73,7 @@ class Request:
         ts = syn.ts
         self.ts_ok = bool(cfg.tcp_timestamps and ts is not None)
         self.ts_recent = ts[0] if ts is not None else 0
+        self.ecn_ok = ecn_requested(syn, cfg.tcp_ecn)
         self.snd_wnd = syn.window
         self.rcv_wnd = min(cfg.tcp_rmem[1], 0xFFFF)
         self.retries = 0
@@ -92,6 +101,7 @@ class Request:
         req.sack_ok = opts.sack
         req.ts_ok = ts_recent is not None
         req.ts_recent = ts_recent or 0
+        req.ecn_ok = opts.ecn  # the cookie check refused it if tcp_ecn is 0 now
         req.snd_wnd = 0  # the ACK's window replaces it at once
         req.rcv_wnd = min(cfg.tcp_rmem[1], 0xFFFF)
         req.retries = 0
@@ -122,6 +132,7 @@ class Listener:
         self.young = 0  # requests whose SYN-ACK was never retransmitted (Linux: queue->young)
         self.last_cookie_at: int | None = None  # Linux: tcp_synq_overflow() stamp
         self.tos = 0  # IP_TOS / IPV6_TCLASS: SYN-ACKs carry it, children inherit it (as Linux)
+        self.ttl: int | None = None  # IP_TTL / IPV6_UNICAST_HOPS the same way; None: the tunable
         self._set_state(S.LISTEN, now, "passive OPEN")
 
     def __repr__(self) -> str:
@@ -265,21 +276,24 @@ class Listener:
         if ts is not None:
             ws_ok = bool(cfg.tcp_window_scaling and syn.wscale is not None)
             sack_ok = bool(cfg.tcp_sack and syn.sack_permitted)
-            # tcpstack does not negotiate ECN, so a cookie never promises it.
-            opts = CookieOptions(min(syn.wscale or 0, 14) if ws_ok else None, sack_ok, False)
+            # ECN is remembered in the TSval, as Linux's cookie_init_timestamp (none without timestamps).
+            ecn_ok = ecn_requested(syn, cfg.tcp_ecn)
+            opts = CookieOptions(min(syn.wscale or 0, 14) if ws_ok else None, sack_ok, ecn_ok)
             ts_val = (encode_ts(now // 1000, opts) + stack.ts_offset_for(key)) & 0xFFFFFFFF
             options = syn_options(stack.mss_for(key[2]), ts_val, ts[0], sack_ok,
                                   stack.rcv_wscale() if ws_ok else None)
         else:
             # Linux (tcp_clear_options): without timestamps nothing but the MSS survives.
             options = syn_options(stack.mss_for(key[2]), None, 0, False, None)
+            ecn_ok = False
         wnd = min(cfg.tcp_rmem[1], 0xFFFF)
-        synack = Segment(key[1], key[3], isn, seq.add(syn.seq, 1), SYN | ACK, wnd, 0, options, b"")
+        flags = SYN | ACK | ECE if ecn_ok else SYN | ACK
+        synack = Segment(key[1], key[3], isn, seq.add(syn.seq, 1), flags, wnd, 0, options, b"")
         stack.mib.SyncookiesSent += 1
         self.last_cookie_at = now
         if stack.observers:
             stack._emit_raw(now, self.conn_id, ev.INFO, key, "SYN cookie sent")
-        stack.output_raw(self.conn_id, key[0], key[2], synack, now, self.tos)
+        stack.output_raw(self.conn_id, key[0], key[2], synack, now, self.tos, self.ttl)
 
     def _cookie_ack(self, key: tuple[str, int, str, int], seg: Segment, now: int) -> bool:
         """An ACK with no request: is it the return of one of our cookies?
@@ -302,7 +316,8 @@ class Listener:
                 return False
             if ts[1]:
                 opts = decode_ts((ts[1] - stack.ts_offset_for(key)) & 0xFFFFFFFF)
-            if (opts.sack and not cfg.tcp_sack) or (opts.wscale is not None and not cfg.tcp_window_scaling):
+            if ((opts.sack and not cfg.tcp_sack) or (opts.wscale is not None and not cfg.tcp_window_scaling)
+                    or (opts.ecn and not cfg.tcp_ecn)):
                 return False  # Linux's cookie_timestamp_decode(): an option we no longer allow
             ts_recent = ts[0]
         if self._accept_queue_full():
@@ -328,9 +343,10 @@ class Listener:
             stack.mss_for(req.key[2]), ts_val, req.ts_recent, req.sack_ok,
             stack.rcv_wscale() if req.ws_ok else None,
         )
-        seg = Segment(req.key[1], req.key[3], req.iss, seq.add(req.irs, 1), SYN | ACK, req.rcv_wnd, 0, opts, b"")
+        flags = SYN | ACK | ECE if req.ecn_ok else SYN | ACK  # RFC 3168 §6.1.1: ECN-setup SYN-ACK
+        seg = Segment(req.key[1], req.key[3], req.iss, seq.add(req.irs, 1), flags, req.rcv_wnd, 0, opts, b"")
         req.sent_at = now
-        stack.output_raw(req.conn_id, req.key[0], req.key[2], seg, now, self.tos)
+        stack.output_raw(req.conn_id, req.key[0], req.key[2], seg, now, self.tos, self.ttl)
 
     def _send_ack(self, req: Request, now: int) -> None:
         """<SEQ=ISS+1><ACK=RCV.NXT><CTL=ACK> for a half-open connection (challenge ACK)."""
@@ -453,14 +469,15 @@ class Listener:
         key = req.key
         conn = Connection(stack, req.conn_id, (key[0], key[1]), (key[2], key[3]), now)
         conn.state = S.SYN_RECEIVED  # the request already reported LISTEN -> SYN-RECEIVED
-        conn.history = (S.SYN_RECEIVED,)
-        conn.passive = True
+        conn.history = (S.SYN_RECEIVED,)  # which also makes it passive
         conn.tos = self.tos
+        if self.ttl is not None:
+            conn.ttl = self.ttl
         conn.iss = conn.snd_una = req.iss
         conn.snd_nxt = conn.rtx_nxt = seq.add(req.iss, 1)
         conn.recover = conn.snd_sml = req.iss
         conn.irs = req.irs
-        conn.rcv_nxt = seq.add(req.irs, 1)
+        conn.rcv_nxt = conn.rcv_up = seq.add(req.irs, 1)  # RCV.UP: no urgent data yet
         conn.rcv_adv = seq.add(conn.rcv_nxt, req.rcv_wnd)
         conn.last_ack_sent = conn.rcv_nxt
         conn.snd_mss = req.snd_mss
@@ -468,6 +485,7 @@ class Listener:
         conn.snd_wscale = req.snd_wscale
         conn.rcv_wscale = stack.rcv_wscale() if req.ws_ok else 0
         conn.sack_ok = req.sack_ok
+        conn.ecn_ok = req.ecn_ok
         conn.ts_ok = req.ts_ok
         conn.ts_recent = req.ts_recent
         conn.ts_recent_at = now

@@ -93,6 +93,16 @@ TCPEXT_COUNTERS = (
     "TCPZeroWindowDrop",
     "PAWSOldAck",
     "OutOfWindowIcmps",
+    "TCPDeliveredCE",
+)
+
+# /proc/net/netstat's IpExt: ECN fields of received packets (RFC 3168), counted
+# here for the segments that reach a connection; InNoECTPkts is not kept (it
+# would cost a counter per packet for the common case).
+IPEXT_COUNTERS = (
+    "InECT1Pkts",
+    "InECT0Pkts",
+    "InCEPkts",
 )
 
 # /proc/net/snmp's Icmp: line and /proc/net/snmp6's Icmp6 counters, as nstat
@@ -117,7 +127,7 @@ ICMP_COUNTERS = (
 
 
 class Mib:
-    __slots__ = TCP_COUNTERS + TCPEXT_COUNTERS + ICMP_COUNTERS
+    __slots__ = TCP_COUNTERS + TCPEXT_COUNTERS + ICMP_COUNTERS + IPEXT_COUNTERS
     # Declared for the type checker (the values are set in __init__).
     ActiveOpens: int
     PassiveOpens: int
@@ -200,6 +210,10 @@ class Mib:
     TCPZeroWindowDrop: int
     PAWSOldAck: int
     OutOfWindowIcmps: int
+    TCPDeliveredCE: int
+    InECT1Pkts: int
+    InECT0Pkts: int
+    InCEPkts: int
     IcmpInMsgs: int
     IcmpInErrors: int
     IcmpInCsumErrors: int
@@ -229,4 +243,5 @@ class Mib:
         out = {f"Tcp{n}": getattr(self, n) for n in TCP_COUNTERS}
         out.update({f"TcpExt{n}": getattr(self, n) for n in TCPEXT_COUNTERS})
         out.update({n: getattr(self, n) for n in ICMP_COUNTERS})
+        out.update({f"IpExt{n}": getattr(self, n) for n in IPEXT_COUNTERS})
         return out

@@ -14,15 +14,15 @@ G_US = 1_000
 
 
 class RtoEstimator:
-    __slots__ = ("srtt", "rttvar", "rto", "min_rto", "max_rto", "backoff", "samples", "min_rtt")
+    __slots__ = ("srtt", "rttvar", "rto", "bounds", "backoff", "samples", "min_rtt")
 
-    def __init__(self, initial_us: int, min_us: int, max_us: int) -> None:
+    def __init__(self, initial_us: int, min_us: int, max_us: int, bounds: tuple[int, int] | None = None) -> None:
         self.srtt: int = 0  # 0 = no measurement yet
         self.rttvar: int = 0
         # RFC 6298 (2.1): until a measurement is made, RTO <- 1 second.
         self.rto: int = initial_us
-        self.min_rto = min_us
-        self.max_rto = max_us
+        # (min, max): one tuple, which a stack shares among its connections.
+        self.bounds = bounds or (min_us, max_us)
         self.backoff = 0  # number of consecutive timeouts (5.5: RTO <- RTO * 2)
         self.samples = 0
         self.min_rtt = 0
@@ -48,19 +48,28 @@ class RtoEstimator:
         self.backoff = 0
         self._compute()
 
+    @property
+    def min_rto(self) -> int:
+        return self.bounds[0]
+
+    @property
+    def max_rto(self) -> int:
+        return self.bounds[1]
+
     def _compute(self) -> None:
         # (2.2)/(2.3) RTO <- SRTT + max(G, K*RTTVAR); (2.4) rounded up to the minimum; (2.5) max.
         rto = self.srtt + max(G_US, K * self.rttvar)
-        if rto < self.min_rto:
-            rto = self.min_rto
-        if rto > self.max_rto:
-            rto = self.max_rto
+        lo, hi = self.bounds
+        if rto < lo:
+            rto = lo
+        if rto > hi:
+            rto = hi
         self.rto = rto
 
     def on_timeout(self) -> None:
         """(5.5) back off the timer: RTO <- RTO * 2, bounded by the maximum."""
         self.backoff += 1
-        self.rto = min(self.rto * 2, self.max_rto)
+        self.rto = min(self.rto * 2, self.bounds[1])
 
     def reset_backoff(self) -> None:
         """A new ACK arrived after a backoff: recompute from SRTT (RFC 6298 §5, note after 5.7)."""

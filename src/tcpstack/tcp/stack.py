@@ -43,7 +43,7 @@ from ..wire.icmp import (
     parse_icmp,
 )
 from ..wire.ip import PROTO_TCP, IPPacket, build_ip_tcp, parse_ip_tcp
-from ..wire.tcp import ACK, RST, SYN, Segment
+from ..wire.tcp import ACK, CWR, ECE, IP_CE, RST, SYN, Segment
 from . import events as ev
 from .config import Config, shared_int
 from .connection import Connection
@@ -72,6 +72,7 @@ _ICMP6_IN = {
     ICMP6_TIME_EXCEEDED: "Icmp6InTimeExcds",
     ICMP6_PARAMETER_PROBLEM: "Icmp6InParmProblems",
 }
+_ECN_BITS = ECE | CWR | IP_CE
 EADDRINUSE = 98
 EADDRNOTAVAIL = 99
 
@@ -122,6 +123,7 @@ class Stack:
         self.addresses = list(addresses)
         self.config = config if config is not None else Config()
         self.mtu = mtu
+        self._rto_pairs: dict[tuple[int, int], tuple[int, int]] = {}  # shared RTO bounds (rto_bounds)
         self.secret = secret if secret is not None else (os.urandom(32) if seed is None else random.Random(seed).randbytes(32))
         self.isn: IsnGenerator = isn if isn is not None else Rfc6528Isn(self.secret)
         self._ts_offset = ts_offset
@@ -148,7 +150,7 @@ class Stack:
         """A packet arrived from the network."""
         mib = self.mib
         try:
-            src, dst, seg = parse_ip_tcp(packet, not self.checksum_offload)
+            src, dst, seg = parse_ip_tcp(packet, not self.checksum_offload, True)
         except ChecksumError as exc:
             mib.InErrs += 1
             mib.InCsumErrors += 1
@@ -183,6 +185,8 @@ class Stack:
         if conn is not None:
             if self.observers:
                 self._emit(now, conn, ev.RECV, seg)
+            if seg.flags & _ECN_BITS:
+                conn.on_ecn(seg, now)  # RFC 3168: ECE, CWR, or an ECN-capable / CE-marked packet
             conn.on_segment(seg, now)
             return
         tw = self.timewait.get(key)
@@ -381,10 +385,15 @@ class Stack:
         mss = self.mtu - (60 if ":" in remote else 40)
         return shared_int(mss)  # one int object for every TCB (28 B each)
 
-    def rto_bounds(self, cfg: Config) -> tuple[int, int, int]:
-        """(initial, min, max) RTO in µs for a new TCB, as shared int objects."""
+    def rto_bounds(self, cfg: Config) -> tuple[int, int, int, tuple[int, int]]:
+        """(initial, min, max, (min, max)) RTO in µs for a new TCB, as objects
+        shared by every TCB with the same values."""
         b = (cfg.tcp_rto_initial_ms * 1000, cfg.tcp_rto_min_us, cfg.tcp_rto_max_ms * 1000)
-        return shared_int(b[0]), shared_int(b[1]), shared_int(b[2])
+        lo, hi = shared_int(b[1]), shared_int(b[2])
+        pair = self._rto_pairs.get((lo, hi))
+        if pair is None:
+            pair = self._rto_pairs[(lo, hi)] = (lo, hi)
+        return shared_int(b[0]), lo, hi, pair
 
     def rcv_wscale(self) -> int:
         """The window scale we offer, chosen as Linux does from tcp_rmem's maximum:
@@ -466,10 +475,11 @@ class Stack:
 
     def _output(self, conn: Connection | None, seg: Segment, now: int, local: str | None = None, remote: str | None = None) -> None:
         if conn is not None:
-            local, remote = conn.local_addr, conn.remote_addr
             conn.segs_out += 1
-        assert local is not None and remote is not None
-        self._outq.append(build_ip_tcp(local, remote, seg, 64, 0, self.checksum_offload, conn.tos if conn else 0))
+            self._outq.append(build_ip_tcp(conn.local_addr, conn.remote_addr, seg, conn.ttl, 0, self.checksum_offload, conn.tos))
+        else:
+            assert local is not None and remote is not None
+            self._outq.append(build_ip_tcp(local, remote, seg, self.default_ttl(remote), 0, self.checksum_offload))
         if self.gso_max:
             mss = conn.eff_mss() if conn is not None else 0
             n = len(seg.payload)
@@ -485,11 +495,21 @@ class Stack:
             if conn is not None:
                 self._emit(now, conn, ev.SEND, seg)
             else:
+                assert local is not None and remote is not None
                 self._emit_raw(now, 0, ev.SEND, (local, seg.src_port, remote, seg.dst_port), seg)
 
-    def output_raw(self, conn_id: int, local: str, remote: str, seg: Segment, now: int, tos: int = 0) -> None:
+    def default_ttl(self, remote: str) -> int:
+        """RFC 9293 MUST-49: the TTL (ip_default_ttl) or Hop Limit (hop_limit) of
+        packets no socket option chose, e.g. resets (Linux's control socket)."""
+        cfg = self.config
+        return cfg.hop_limit if ":" in remote else cfg.ip_default_ttl
+
+    def output_raw(self, conn_id: int, local: str, remote: str, seg: Segment, now: int, tos: int = 0,
+                   ttl: int | None = None) -> None:
         """Send a segment on behalf of a compact record (request, TIME-WAIT)."""
-        self._outq.append(build_ip_tcp(local, remote, seg, 64, 0, self.checksum_offload, tos))
+        if ttl is None:
+            ttl = self.default_ttl(remote)
+        self._outq.append(build_ip_tcp(local, remote, seg, ttl, 0, self.checksum_offload, tos))
         if self.gso_max:
             self._gso.append(0)
         self.mib.OutSegs += 1

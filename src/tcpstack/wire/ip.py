@@ -43,7 +43,15 @@ from dataclasses import dataclass
 
 from .checksum import Buffer
 from .errors import IPChecksumError, MalformedPacket, NotTcp
-from .tcp import _FLAGS_MASK, Segment, _checksum_error, _options, _parse_tcp, _tcp_header
+from .tcp import (
+    _FLAGS_MASK,
+    IP_ECN_SHIFT,
+    Segment,
+    _checksum_error,
+    _options,
+    _parse_tcp,
+    _tcp_header,
+)
 
 __all__ = ["IPPacket", "build_ip_tcp", "ip_version", "parse_ip", "parse_ip_tcp"]
 
@@ -297,7 +305,7 @@ def _parse_ip_tcp_general(buf: Buffer, verify_checksum: bool) -> tuple[str, str,
 # ---------------------------------------------------------------- per-packet calls
 
 
-def parse_ip_tcp(buf: Buffer, verify_checksum: bool = True) -> tuple[str, str, Segment]:
+def parse_ip_tcp(buf: Buffer, verify_checksum: bool = True, ecn: bool = False) -> tuple[str, str, Segment]:
     """Parse an IPv4 or IPv6 packet carrying TCP: (src address, dst address, Segment).
 
     The segment's payload is a memoryview into ``buf`` (b"" when empty): pass
@@ -305,6 +313,10 @@ def parse_ip_tcp(buf: Buffer, verify_checksum: bool = True) -> tuple[str, str, S
     is held.  Raises ``MalformedPacket`` -- ``IPChecksumError`` for a bad
     IPv4 header checksum, ``ChecksumError`` for a bad TCP checksum -- and
     nothing else.
+
+    ``ecn``: the IP header's ECN field goes into the segment's flags as the
+    pseudo flags ``IP_ECT0``/``IP_ECT1``/``IP_CE`` (``wire.tcp``), for the
+    engine; a not-ECT packet costs one test of a word already unpacked.
     """
     n = len(buf)
     if n >= 40:
@@ -347,21 +359,20 @@ def parse_ip_tcp(buf: Buffer, verify_checksum: bool = True) -> tuple[str, str, S
                     s += 6 + total - 20 - ipw
                     if s % 0xFFFF:
                         raise _checksum_error(s, tcpsum)
-                return (
-                    _ntop4_int.get(src) or _ntop4(src),
-                    _ntop4_int.get(dst) or _ntop4(dst),
-                    Segment(
-                        sport,
-                        dport,
-                        seq,
-                        ack,
-                        off_flags & _FLAGS_MASK,
-                        window,
-                        urg,
-                        _options(buf, 40, 20 + hl) if hl > 20 else (),
-                        memoryview(buf)[20 + hl : total] if total > 20 + hl else b"",
-                    ),
+                seg = Segment(
+                    sport,
+                    dport,
+                    seq,
+                    ack,
+                    off_flags & _FLAGS_MASK,
+                    window,
+                    urg,
+                    _options(buf, 40, 20 + hl) if hl > 20 else (),
+                    memoryview(buf)[20 + hl : total] if total > 20 + hl else b"",
                 )
+                if w0 & 3 and ecn:  # RFC 3168 §5: the ECN field, low bits of the TOS octet
+                    seg.flags |= (w0 & 3) << IP_ECN_SHIFT
+                return _ntop4_int.get(src) or _ntop4(src), _ntop4_int.get(dst) or _ntop4(dst), seg
         elif b0 >> 4 == 6 and n >= 60 and buf[6] == PROTO_TCP:  # IPv6, no extension headers
             (
                 vtf,
@@ -391,22 +402,25 @@ def parse_ip_tcp(buf: Buffer, verify_checksum: bool = True) -> tuple[str, str, S
                     s += 6 - vtf - (nh << 8 | hlim)
                     if s % 0xFFFF:
                         raise _checksum_error(s, tcpsum)
-                return (
-                    _ntop_bytes.get(src6) or _ntop(src6),
-                    _ntop_bytes.get(dst6) or _ntop(dst6),
-                    Segment(
-                        sport,
-                        dport,
-                        seq,
-                        ack,
-                        off_flags & _FLAGS_MASK,
-                        window,
-                        urg,
-                        _options(buf, 60, 40 + hl) if hl > 20 else (),
-                        memoryview(buf)[40 + hl : end] if end > 40 + hl else b"",
-                    ),
+                seg = Segment(
+                    sport,
+                    dport,
+                    seq,
+                    ack,
+                    off_flags & _FLAGS_MASK,
+                    window,
+                    urg,
+                    _options(buf, 60, 40 + hl) if hl > 20 else (),
+                    memoryview(buf)[40 + hl : end] if end > 40 + hl else b"",
                 )
-    return _parse_ip_tcp_general(buf, verify_checksum)
+                if vtf & 0x300000 and ecn:  # the ECN field, low bits of the Traffic Class
+                    seg.flags |= (vtf >> 20 & 3) << IP_ECN_SHIFT
+                return _ntop_bytes.get(src6) or _ntop(src6), _ntop_bytes.get(dst6) or _ntop(dst6), seg
+    src_s, dst_s, seg = _parse_ip_tcp_general(buf, verify_checksum)
+    if ecn:
+        field = buf[1] & 3 if buf[0] >> 4 == 4 else buf[1] >> 4 & 3
+        seg.flags |= field << IP_ECN_SHIFT
+    return src_s, dst_s, seg
 
 
 _IP4_FIXED_WORDS = 0x4500 + _IP4_DF  # version/IHL/TOS word + flags/fragment word

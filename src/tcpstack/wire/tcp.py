@@ -89,6 +89,13 @@ ECE = 0x40
 CWR = 0x80
 AE = 0x100
 _FLAGS_MASK = 0x1FF
+# The IP header's ECN field (RFC 3168 §5) as two pseudo flags above the TCP
+# ones, set only by ``parse_ip_tcp(..., ecn=True)``: how a received CE mark
+# reaches the engine without a field per segment.  Never on the wire.
+IP_ECT1 = 0x400  # ECN field 01
+IP_ECT0 = 0x800  # ECN field 10
+IP_CE = 0xC00  # ECN field 11 (Congestion Experienced)
+IP_ECN_SHIFT = 10
 
 # Option kinds (RFC 9293 §3.2; RFC 7323; RFC 2018).
 OPT_EOL = 0

@@ -16,8 +16,7 @@ ALPHA = 3.0 * (1.0 - BETA) / (1.0 + BETA)
 
 class Cubic(CongestionControl):
     name = "cubic"
-    __slots__ = ("w_max", "k", "epoch_start", "cwnd_epoch", "w_est", "_acc", "_last_max",
-                 "round_start", "last_round_min", "cur_round_min", "rtt_samples", "hystart")
+    __slots__ = ("w_max", "k", "epoch_start", "cwnd_epoch", "w_est", "_acc", "_last_max", "hystart")
 
     def __init__(self, mss: int, init_cwnd_segments: int, now: int) -> None:
         super().__init__(mss, init_cwnd_segments, now)
@@ -28,13 +27,11 @@ class Cubic(CongestionControl):
         self.cwnd_epoch = 0.0
         self.w_est = 0.0
         self._acc = 0
-        # HyStart++ (RFC 9406) state: leave slow start when queueing delay appears,
-        # instead of overshooting the path by a whole window (Linux's CUBIC does HyStart too).
-        self.round_start = now
-        self.last_round_min = 0
-        self.cur_round_min = 0
-        self.rtt_samples = 0
-        self.hystart = True  # RFC 9406 §4.3: only in the initial slow start
+        # HyStart++ (RFC 9406): leave slow start when queueing delay appears, instead
+        # of overshooting the path by a whole window (Linux's CUBIC does HyStart
+        # too).  Only in the initial slow start (§4.3): its state is made on the
+        # first RTT sample and dropped when it ends (an idle TCB carries none).
+        self.hystart: _HyStart | bool = True
 
     def on_ack(self, acked: int, flight: int, now: int, rtt_us: int) -> None:
         mss = self.mss
@@ -42,7 +39,12 @@ class Cubic(CongestionControl):
             # RFC 9438 §4.10: slow start as in RFC 5681 (with byte counting, L = 2).
             acked = self._slow_start(acked)
             if rtt_us > 0 and self.hystart:
-                self._hystart(now, rtt_us)
+                hs = self.hystart
+                if not isinstance(hs, _HyStart):
+                    hs = self.hystart = _HyStart(now)
+                if hs.sample(now, rtt_us):
+                    self.ssthresh = self.cwnd  # leave slow start: congestion avoidance from here
+                    self.hystart = False
             if acked <= 0:
                 return
         cwnd_seg = self.cwnd / mss
@@ -83,26 +85,6 @@ class Cubic(CongestionControl):
             self.cwnd += self._acc
             self._acc = 0
 
-    def _hystart(self, now: int, rtt_us: int) -> None:
-        """RFC 9406 §4.2, with rounds approximated by the minimum RTT: exit slow
-        start once this round's minimum RTT exceeds the last round's by
-        RttThresh = clamp(lastRoundMinRTT / 8, 4 ms, 16 ms) over >= 8 samples."""
-        if self.cur_round_min == 0 or rtt_us < self.cur_round_min:
-            self.cur_round_min = rtt_us
-        self.rtt_samples += 1
-        last = self.last_round_min
-        if now - self.round_start >= (last or rtt_us):
-            self.last_round_min = self.cur_round_min
-            self.cur_round_min = 0
-            self.rtt_samples = 0
-            self.round_start = now
-            return
-        if last and self.rtt_samples >= 8:
-            thresh = min(max(last // 8, 4_000), 16_000)
-            if self.cur_round_min >= last + thresh:
-                self.ssthresh = self.cwnd  # leave slow start: congestion avoidance from here
-                self.hystart = False
-
     def ssthresh_on_loss(self, flight: int, now: int) -> int:
         mss = self.mss
         cwnd_seg = self.cwnd / mss
@@ -136,3 +118,35 @@ class Cubic(CongestionControl):
     def on_idle_restart(self, init_cwnd_segments: int) -> None:
         super().on_idle_restart(init_cwnd_segments)
         self.epoch_start = None
+
+
+class _HyStart:
+    """RFC 9406 §4.2's per-round minimum RTTs, with rounds approximated by the
+    minimum RTT: slow start should end once this round's minimum RTT exceeds the
+    last round's by RttThresh = clamp(lastRoundMinRTT / 8, 4 ms, 16 ms) over
+    >= 8 samples."""
+
+    __slots__ = ("round_start", "last_round_min", "cur_round_min", "rtt_samples")
+
+    def __init__(self, now: int) -> None:
+        self.round_start = now
+        self.last_round_min = 0
+        self.cur_round_min = 0
+        self.rtt_samples = 0
+
+    def sample(self, now: int, rtt_us: int) -> bool:
+        """Take one RTT sample; True when slow start should end."""
+        if self.cur_round_min == 0 or rtt_us < self.cur_round_min:
+            self.cur_round_min = rtt_us
+        self.rtt_samples += 1
+        last = self.last_round_min
+        if now - self.round_start >= (last or rtt_us):
+            self.last_round_min = self.cur_round_min
+            self.cur_round_min = 0
+            self.rtt_samples = 0
+            self.round_start = now
+            return False
+        if last and self.rtt_samples >= 8:
+            thresh = min(max(last // 8, 4_000), 16_000)
+            return self.cur_round_min >= last + thresh
+        return False
