@@ -217,6 +217,25 @@ def test_listen_twice_on_a_port_is_eaddrinuse(stack):
     assert exc.value.errno == 98
 
 
+def test_listen_while_a_connection_on_the_port_is_in_syn_sent(stack, peer):
+    # RFC 9293 §3.9.1.1 (MUST-42): an application can LISTEN on a port while a
+    # connection with the same local port is in SYN-SENT -- with SO_REUSEADDR,
+    # as on Linux (without it bind() says EADDRINUSE).
+    conn = stack.connect(REMOTE, RPORT, 0, local_port=LPORT)
+    assert conn.state is State.SYN_SENT
+    peer.recv()
+    with pytest.raises(OSError) as exc:
+        stack.listen(LPORT, 0)
+    assert exc.value.errno == 98
+    lst = stack.listen(LPORT, 0, reuse=True)
+    # Both work: the SYN-ACK completes the active open, another peer's SYN reaches the listener.
+    assert peer.send(1000, seg(IRS, ISS + 1, SYN | ACK, opts=MSS_OPT)) == [out(ISS + 1, IRS + 1, ACK)]
+    assert conn.state is State.ESTABLISHED
+    (synack,) = peer.send(2000, seg(7000, 0, SYN, opts=MSS_OPT, sport=RPORT + 1))
+    assert synack.flags == SYN | ACK and synack.dst_port == RPORT + 1
+    assert lst.state is State.LISTEN
+
+
 def test_connect_from_foreign_address_is_eaddrnotavail(stack):
     with pytest.raises(OSError) as exc:
         stack.connect(REMOTE, RPORT, 0, local_addr="203.0.113.9")
