@@ -578,7 +578,7 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
             self._real_close()
         elif self._driver.running:
             with self._driver.cond:
-                self._driver.cond.notify_all()
+                self._driver.notify()  # also wakes a thread waiting on the device (direct processing)
 
     def _real_close(self) -> None:
         d = self._driver
@@ -593,7 +593,7 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
                 if d.running:
                     raise
             with d.cond:
-                d.cond.notify_all()
+                d.notify()  # also wakes a thread waiting on the device (direct processing)
         s = _bound.get(self._stack)
         if s is not None:
             s.discard(self)
