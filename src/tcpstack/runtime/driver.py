@@ -424,12 +424,14 @@ class Driver:
         self._maybe_poke()
 
     def _process_device(self) -> None:
-        """Direct processing in a user thread (lock held): drain the device, fire due
-        timers, flush.  If the engine fails here the stack is down for every thread."""
+        """Direct processing in a user thread (lock held): one batch from the device,
+        due timers, flush.  A longer burst is the loop thread's: it drains the rest
+        while this thread goes back to its caller (who may have work of its own: the
+        two then overlap, as softirq and process context do).  If the engine fails
+        here the stack is down for every thread."""
         try:
-            if self._read_device():
-                self._more = True  # more is waiting: the loop thread drains it (its epoll is
-                self._poke()  # edge-triggered, so it needs telling)
+            if self._read_device(1):
+                self._poke()  # more is waiting (_more is set): the loop thread drains it
             self.stack.poll(now_us())
             self._flush()
         except BaseException as exc:
@@ -610,12 +612,12 @@ class Driver:
         finally:
             ep.close()
 
-    def _read_device(self) -> bool:
+    def _read_device(self, batches: int = 16) -> bool:
         """Drain the device, bounded (a few batches per wake-up so that timers and
-        user calls still get their turn); True if it stopped at the bound."""
+        user calls still get their turn); True (and _more set) if it stopped at the bound."""
         self._backlog = self._more = False
         vnet = self._vnet
-        for _ in range(16):
+        for _ in range(batches):
             if vnet:
                 frames = self.device.read_batch_vnet(self.batch)  # type: ignore[attr-defined]
                 if self.pcap is None:
