@@ -290,6 +290,11 @@ class Driver:
         self._busy = 0  # user threads inside call() or wait(), awake (nested calls count twice)
         self._backlog = False  # the device was ready while _busy: call() reads it on exit
         self._more = False  # the device may hold packets nobody will be woken for: the loop drains it
+        # While a user thread is busy the loop thread stops watching the device (one
+        # wake-up per busy spell, not one per packet); the last busy thread resumes it.
+        self._paused = False
+        self._reg_lock = threading.Lock()  # serialises pausing and resuming (epoll_ctl)
+        self._ep: select.epoll | None = None  # the loop thread's epoll
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Driver:
@@ -342,12 +347,7 @@ class Driver:
                 return fn(now_us())
             finally:
                 self._flush()
-                self._busy -= 1
-                if self._backlog and not self._busy:
-                    # The loop thread saw the device ready while we were busy and left
-                    # it to us (as Linux's release_sock runs the socket backlog).
-                    self.backlogs += 1
-                    self._process_device()
+                self._unbusy()
                 self._maybe_poke()
 
     def down_error(self) -> OSError:
@@ -374,13 +374,9 @@ class Driver:
                         self._poll_direct(remaining)  # reads the device whenever it wakes
                     else:
                         # Asleep on the condition this thread reads nothing: stop being
-                        # busy first, then take what the loop left (_backlog) if anything.
-                        self._busy -= 1
+                        # busy first (taking what the loop left to it, if anything).
                         try:
-                            if self._backlog and not self._busy:
-                                self.backlogs += 1
-                                self._process_device()
-                            else:
+                            if not self._unbusy():
                                 self.cond.wait(remaining)
                         finally:
                             self._busy += 1
@@ -388,10 +384,25 @@ class Driver:
                         return True
                 return predicate()
             finally:
-                self._busy -= 1
-                if self._backlog and not self._busy and self.running:
-                    self.backlogs += 1
-                    self._process_device()
+                self._unbusy()
+
+    def _unbusy(self) -> bool:
+        """A user thread stops being busy (lock held). The last one takes what the
+        loop thread left to it (as Linux's release_sock runs the socket backlog):
+        the device's backlog, and the device's wake-ups, which the loop paused
+        meanwhile. True if it read the device."""
+        self._busy -= 1
+        if self._busy:
+            return False
+        try:
+            if self._backlog and self.running:
+                self.backlogs += 1
+                self._process_device()
+                return True
+            return False
+        finally:
+            if self._paused:
+                self._resume()
 
     def _poll_direct(self, timeout: float | None) -> None:
         """Wait on the device as the poller (lock held on entry and exit), then run
@@ -439,6 +450,19 @@ class Driver:
             self.notify()
             self._poke()
             raise self.down_error() from exc
+
+    def _pause(self) -> None:
+        with self._reg_lock:
+            if not self._paused and self._ep is not None:
+                self._paused = True
+                self._ep.unregister(self.device.fileno())
+
+    def _resume(self) -> None:
+        with self._reg_lock:
+            if self._paused and self._ep is not None:
+                self._paused = False
+                # Readable already? Then the loop is woken at once (edge-triggered too).
+                _register_exclusive(self._ep, self.device.fileno(), select.EPOLLET)
 
     def _close_poller(self) -> None:
         if not self._poller_closed:
@@ -548,6 +572,7 @@ class Driver:
         # first, and a wake-up this loop leaves to the poller does not repeat.
         _register_exclusive(ep, dev_fd, select.EPOLLET)
         ep.register(wake_fd, select.EPOLLIN)
+        self._ep = ep
         stack = self.stack
         direct = self.direct
         try:
@@ -573,8 +598,13 @@ class Driver:
                         continue
                     self._backlog = True
                     if self._busy:
-                        self.skips += 1
-                        continue
+                        # Pause first, then look again: a thread that stopped being busy
+                        # meanwhile either saw _paused (and resumed) or left it to us.
+                        self._pause()
+                        if self._busy:
+                            self.skips += 1
+                            continue
+                        self._resume()
                 with self.lock:
                     self._sleeping = False
                     self.loops += 1
@@ -610,7 +640,9 @@ class Driver:
                 self.notify()
             raise
         finally:
-            ep.close()
+            with self._reg_lock:
+                self._ep = None
+                ep.close()
 
     def _read_device(self, batches: int = 16) -> bool:
         """Drain the device, bounded (a few batches per wake-up so that timers and
