@@ -332,7 +332,7 @@ def run_tun_bulk(tsocket: Any, nbytes: int, direction: str = "in", offload: bool
         "secs": round(secs, 4),
         "mb_per_s": round(mbps, 2) if mbps else None,
         # includes the bench's own sha256 (in) / data generation (out)
-        "cpu_us_per_mb": round(cpu / (n / 1e6), 1) if n else None,
+        "cpu_us_per_mb": round(cpu / n * 1e12, 1) if n else None,
         "kernel_received": kn,
         "kernel_sha256_equal": ksha == want and kn == nbytes,
         "kernel_secs": round(ksecs, 4),
