@@ -203,3 +203,29 @@ def test_round_trips_with_and_without_direct_processing() -> None:
     assert ok == 300
     ok, d = _ping_pong(False, 300)
     assert ok == 300 and d.direct_polls == 0 and d.skips == 0
+
+
+def test_device_read_on_leaving_wait_wakes_the_loop_for_new_timers() -> None:
+    """A user thread that reads the device for the loop (here: on leaving wait())
+    may arm a timer earlier than the loop's sleep: it must wake the loop to re-arm.
+    A SYN to a listener arms the SYN-ACK retransmission; the loop sleeps with no
+    deadline at all."""
+    from tcpstack.runtime.driver import Driver
+    from tcpstack.tcp import Stack
+    from tcpstack.wire import SYN, Segment, build_ip_tcp
+
+    dev = LoopbackDevice()
+    stack = Stack([ADDR4], seed=1)
+    d = Driver(stack, dev)  # not started: its state is set by hand
+    try:
+        d.call(lambda now: stack.listen(9, now))
+        assert stack.next_deadline() is None
+        d._sleeping, d._sleep_until = True, None  # as the loop, asleep without a deadline
+        dev.write(build_ip_tcp("198.18.0.9", ADDR4, Segment(40000, 9, 1000, 0, SYN, 512)))
+        d._backlog = True
+        assert d.wait(lambda: False, 0) is False
+        assert stack.mib.InSegs == 1 and stack.next_deadline() is not None
+        assert os.read(d._wake_r, 16)  # poked
+    finally:
+        d.stop()
+        dev.close()

@@ -432,7 +432,6 @@ class Driver:
         # Always read: the device's wake-up may have come to this epoll with the
         # eventfd's (EPOLLEXCLUSIVE then did not wake the loop thread).
         self._process_device()
-        self._maybe_poke()
 
     def _process_device(self) -> None:
         """Direct processing in a user thread (lock held): one batch from the device,
@@ -445,6 +444,7 @@ class Driver:
                 self._poke()  # more is waiting (_more is set): the loop thread drains it
             self.stack.poll(now_us())
             self._flush()
+            self._maybe_poke()  # a timer the segments armed may be due before the loop wakes
         except BaseException as exc:
             self.error = exc
             self.notify()
