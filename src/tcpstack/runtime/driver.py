@@ -25,6 +25,14 @@ and the loop thread only otherwise; the loop thread keeps the timers.  Since
 a wake-up meant for the device may reach the poller along with another one,
 the poller always reads the device after waking.
 
+When the loop thread is woken while a user thread is *busy* (inside ``call``
+or ``wait``: typically writing its answer, during which the next request
+arrives) it sets ``_backlog``, stops watching the device and sleeps on; the
+last busy thread reads the device on its way out and resumes the loop's
+watch, as ``release_sock`` runs a socket's backlog.  A user thread reads one
+batch; a longer burst is left to the loop thread, so that the caller's own
+work overlaps the engine's.
+
 Two extras for tests and labs:
 
 * ``pcap=`` (a :class:`tcpstack.pcap.PcapWriter`) records every packet at the
