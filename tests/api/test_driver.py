@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from typing import Any
 
 import pytest
 
@@ -147,3 +148,123 @@ def test_offload_checksum_completion() -> None:
         parse_ip_tcp(done)  # verifies
         plain = memoryview(whole)
         assert _complete_checksum(VnetHdr(), plain) is plain  # nothing to do without NEEDS_CSUM
+
+
+# ---------------------------------------------------------------- direct processing
+def test_call_reads_the_device_the_loop_left_to_it() -> None:
+    """The loop thread leaves a device wake-up to a thread inside call() by setting
+    _backlog; call() then runs the engine on the device on its way out (as Linux's
+    release_sock). Driven by hand: no loop thread, one SYN to a closed port."""
+    from tcpstack.runtime.driver import Driver
+    from tcpstack.tcp import Stack
+    from tcpstack.wire import SYN, Segment, build_ip_tcp, parse_ip_tcp
+
+    dev = LoopbackDevice()
+    stack = Stack([ADDR4], seed=1)
+    d = Driver(stack, dev)  # not started
+    try:
+        dev.write(build_ip_tcp("198.18.0.9", ADDR4, Segment(40000, 9, 1000, 0, SYN, 512)))
+        assert d.call(lambda now: stack.mib.InSegs) == 0  # no backlog flagged: nothing read
+        d._backlog = True
+        assert d.call(lambda now: stack.mib.InSegs) == 0  # fn runs first, the backlog after it
+        assert stack.mib.InSegs == 1 and not d._backlog
+        _, _, rst = parse_ip_tcp(dev.read_batch()[0])  # the answer went out at once
+        assert rst.ack == 1001 and rst.dst_port == 40000
+    finally:
+        d.stop()
+        dev.close()
+
+
+def test_close_wakes_a_thread_waiting_on_the_device() -> None:
+    """A thread blocked in accept() waits on the device itself (direct processing);
+    closing the listener from another thread moves no packet, yet must wake it."""
+    import errno
+    import time
+
+    with LoopbackHost(seed=3) as h:
+        srv = socket.create_server(("", 7001), driver=h)
+        srv.settimeout(3 * T)  # longer than the join below: only a wake-up ends it in time
+        errs: list[OSError] = []
+
+        def acceptor() -> None:
+            try:
+                srv.accept()
+            except OSError as e:
+                errs.append(e)
+
+        t = threading.Thread(target=acceptor, daemon=True)
+        t.start()
+        for _ in range(2000):  # until the acceptor waits as the poller (bounded)
+            if h.driver._poller is not None:
+                break
+            time.sleep(0.001)
+        assert h.driver._poller is not None
+        srv.close()
+        t.join(T)
+        assert not t.is_alive()
+        assert len(errs) == 1 and errs[0].errno == errno.EBADF, errs
+
+
+def _ping_pong(direct: bool, count: int) -> tuple[int, Any]:
+    with LoopbackHost(seed=4, direct=direct) as h:
+        srv = socket.create_server(("", 7002), driver=h)
+        srv.settimeout(T)
+        echoed = [0]
+
+        def echo() -> None:
+            a, _ = srv.accept()
+            a.settimeout(T)
+            a.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while d := a.recv(100):
+                a.sendall(d)
+                echoed[0] += 1
+            a.close()
+
+        t = threading.Thread(target=echo)
+        t.start()
+        c = socket.create_connection((ADDR4, 7002), timeout=T, driver=h)
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        ok = 0
+        for i in range(count):
+            b = bytes([i & 0xFF])
+            c.sendall(b)
+            ok += c.recv(1) == b
+        c.close()
+        t.join(T)
+        srv.close()
+        return ok, h.driver
+
+
+def test_round_trips_with_and_without_direct_processing() -> None:
+    """The same 1-byte ping-pong between two threads, engine work done by the waiting
+    threads (direct) or by the loop thread alone: every byte comes back either way."""
+    ok, d = _ping_pong(True, 300)
+    assert ok == 300
+    ok, d = _ping_pong(False, 300)
+    assert ok == 300 and d.direct_polls == 0 and d.skips == 0
+
+
+def test_device_read_on_leaving_wait_wakes_the_loop_for_new_timers() -> None:
+    """A user thread that reads the device for the loop (here: on leaving wait())
+    may arm a timer earlier than the loop's sleep: it must wake the loop to re-arm.
+    A SYN to a listener arms the SYN-ACK retransmission; the loop sleeps with no
+    deadline at all."""
+    from tcpstack.runtime.driver import Driver
+    from tcpstack.tcp import Stack
+    from tcpstack.wire import SYN, Segment, build_ip_tcp
+
+    dev = LoopbackDevice()
+    stack = Stack([ADDR4], seed=1)
+    d = Driver(stack, dev)  # not started: its state is set by hand
+    try:
+        d.call(lambda now: stack.listen(9, now))
+        assert stack.next_deadline() is None
+        d._sleeping, d._sleep_until = True, None  # as the loop, asleep without a deadline
+        dev.write(build_ip_tcp("198.18.0.9", ADDR4, Segment(40000, 9, 1000, 0, SYN, 512)))
+        d._backlog = True
+        assert d.wait(lambda: False, 0) is False
+        assert stack.mib.InSegs == 1 and stack.next_deadline() is not None
+        assert os.read(d._wake_r, 16)  # poked
+    finally:
+        d.stop()
+        dev.close()

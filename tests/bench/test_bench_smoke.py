@@ -71,7 +71,8 @@ def bench(*argv: str) -> dict[str, Any]:
 @pytest.mark.parametrize("offload", [False, True])
 def test_tun_bulk(direction: str, offload: bool) -> None:
     r = bench("tun-bulk", "--direction", direction, "--bytes", "300000", *(["--offload"] if offload else []))
-    for key in ("direction", "offload", "bytes", "secs", "mb_per_s", "kernel_secs", "kernel_mb_per_s", "ratio"):
+    for key in ("direction", "offload", "bytes", "secs", "mb_per_s", "cpu_us_per_mb", "kernel_secs", "kernel_mb_per_s",
+                "ratio"):
         assert key in r, key
     assert r["direction"] == direction
     assert r["received"] == r["kernel_received"] == 300_000
@@ -81,7 +82,7 @@ def test_tun_bulk(direction: str, offload: bool) -> None:
 
 def test_tun_connect() -> None:
     r = bench("tun-connect", "--count", "20")
-    for key in ("count", "secs", "per_s", "kernel_secs", "kernel_per_s", "ratio"):
+    for key in ("count", "secs", "per_s", "cpu_us_per_conn", "kernel_secs", "kernel_per_s", "ratio"):
         assert key in r, key
     assert r["ok"] == r["accepted"] == r["kernel_ok"] == 20
     assert r["failed"] == 0
@@ -90,7 +91,7 @@ def test_tun_connect() -> None:
 
 def test_tun_rr() -> None:
     r = bench("tun-rr", "--count", "50")
-    for key in ("median_us", "p99_us", "kernel_median_us", "kernel_p99_us", "ratio"):
+    for key in ("median_us", "p99_us", "cpu_us_per_rt", "kernel_median_us", "kernel_p99_us", "ratio"):
         assert key in r, key
     assert r["round_trips"] == 50
     assert r["all_ok"] is True and r["kernel_all_ok"] is True

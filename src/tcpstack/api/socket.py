@@ -93,6 +93,10 @@ MSG_PEEK = _std.MSG_PEEK
 MSG_OOB = _std.MSG_OOB
 MSG_WAITALL = _std.MSG_WAITALL
 MSG_DONTWAIT = getattr(_std, "MSG_DONTWAIT", 0x40)
+# The stdlib's MSG_* are enum.IntFlag members, and ``flags & MSG_PEEK`` runs enum's
+# Python-level __rand__ (~8 % of a 1-byte round trip): the hot paths test plain ints.
+_PEEK, _WAITALL, _DONTWAIT, _OOB = int(MSG_PEEK), int(MSG_WAITALL), int(MSG_DONTWAIT), int(MSG_OOB)
+_RECV_FLAGS = _PEEK | _WAITALL | _DONTWAIT
 SOMAXCONN = _std.SOMAXCONN
 has_ipv6 = True
 
@@ -488,8 +492,8 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
         mv = data if isinstance(data, bytes) else memoryview(data).cast("B")
         if not len(mv):
             return 0
-        deadline = self._deadline(bool(flags & MSG_DONTWAIT))
-        urgent = bool(flags & MSG_OOB)  # RFC 9293 §3.8.5: the urgent pointer goes past this data
+        deadline = self._deadline(bool(flags & _DONTWAIT))
+        urgent = bool(flags & _OOB)  # RFC 9293 §3.8.5: the urgent pointer goes past this data
         while True:
             n = self._driver.call(lambda now: conn.send(mv, now, urgent))
             if n:
@@ -500,8 +504,8 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
         """Send everything (one deadline for the whole call, as CPython >= 3.5)."""
         conn = self._connected()
         mv = memoryview(data).cast("B")
-        deadline = self._deadline(bool(flags & MSG_DONTWAIT))
-        urgent = bool(flags & MSG_OOB)
+        deadline = self._deadline(bool(flags & _DONTWAIT))
+        urgent = bool(flags & _OOB)
         off, total = 0, len(mv)
         while off < total:
             # A bytes object that fits is queued without a copy; otherwise a
@@ -544,19 +548,19 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
         self._connected()
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
-        if flags & MSG_OOB:
+        if flags & _OOB:
             # Linux answers EINVAL with SO_OOBINLINE, which tcpstack always has (RFC 6093).
             raise OSError(errno.EINVAL, "urgent data is inline in tcpstack (SO_OOBINLINE): read it with "
                           "recv() without MSG_OOB and find it with sockatmark()")
-        unknown = flags & ~(MSG_PEEK | MSG_WAITALL | MSG_DONTWAIT)
+        unknown = flags & ~_RECV_FLAGS
         if unknown:
             raise OSError(errno.EOPNOTSUPP, f"recv flags {unknown:#x} are not supported by tcpstack")
         if bufsize == 0:
             return b""
-        deadline = self._deadline(bool(flags & MSG_DONTWAIT))
-        peek = bool(flags & MSG_PEEK)
+        deadline = self._deadline(bool(flags & _DONTWAIT))
+        peek = bool(flags & _PEEK)
         data = self._recv_once(bufsize, deadline, peek)
-        if not flags & MSG_WAITALL or peek or len(data) == bufsize or not data:
+        if not flags & _WAITALL or peek or len(data) == bufsize or not data:
             return data
         parts = [data]
         got = len(data)
@@ -610,7 +614,7 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
             self._real_close()
         elif self._driver.running:
             with self._driver.cond:
-                self._driver.cond.notify_all()
+                self._driver.notify()  # also wakes a thread waiting on the device (direct processing)
 
     def _real_close(self) -> None:
         d = self._driver
@@ -625,7 +629,7 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
                 if d.running:
                     raise
             with d.cond:
-                d.cond.notify_all()
+                d.notify()  # also wakes a thread waiting on the device (direct processing)
         s = _bound.get(self._stack)
         if s is not None:
             s.discard(self)

@@ -19,6 +19,7 @@ import itertools
 import json
 import os
 import random
+import resource
 import select
 import subprocess
 import sys
@@ -250,6 +251,14 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 4) if a and b else None
 
 
+def _cpu_s() -> float:
+    """CPU time (user + system) of this process, every thread: tcpstack's side of a
+    measurement (the kernel peers are other processes). On a shared machine the CPU
+    per operation moves less than the rates do."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 # ---------------------------------------------------------------------------- bulk
 def _tcpstack_bulk_in(tsocket: Any, h: Host, nbytes: int, seed: int) -> tuple[float, int, str]:
     ls = tsocket.create_server(("", PORT), driver=h.driver)
@@ -307,7 +316,9 @@ def run_tun_bulk(tsocket: Any, nbytes: int, direction: str = "in", offload: bool
     want = expected_sha256(nbytes, seed)
     with tun_host(offload) as h:
         fn = _tcpstack_bulk_in if direction == "in" else _tcpstack_bulk_out
+        cpu0 = _cpu_s()
         secs, n, sha = fn(tsocket, h, nbytes, seed)
+        cpu = _cpu_s() - cpu0
         offload_on = bool(h.tun.tun.offload)
     ksecs, kn, ksha = _kernel_bulk(nbytes, seed)
     mbps = n / secs / 1e6 if secs > 0 else None
@@ -320,6 +331,8 @@ def run_tun_bulk(tsocket: Any, nbytes: int, direction: str = "in", offload: bool
         "sha256_equal": sha == want and n == nbytes,
         "secs": round(secs, 4),
         "mb_per_s": round(mbps, 2) if mbps else None,
+        # includes the bench's own sha256 (in) / data generation (out)
+        "cpu_us_per_mb": round(cpu / n * 1e12, 1) if n else None,
         "kernel_received": kn,
         "kernel_sha256_equal": ksha == want and kn == nbytes,
         "kernel_secs": round(ksecs, 4),
@@ -353,9 +366,11 @@ def run_tun_connect(tsocket: Any, count: int, seed: int = 1) -> dict[str, Any]:
                                                          accepted), daemon=True)
         th.start()
         try:
+            cpu0 = _cpu_s()
             with Peer(h.netns, "connect", h.stack_addr4, PORT, count) as peer:
                 r = peer.result(TIMEOUT * 4)
             th.join(10)
+            cpu = _cpu_s() - cpu0
         finally:
             stop.set()
             th.join(5)
@@ -375,6 +390,7 @@ def run_tun_connect(tsocket: Any, count: int, seed: int = 1) -> dict[str, Any]:
         "all_ok": r["ok"] == count and accepted[0] == count,
         "secs": round(r["secs"], 4),
         "per_s": round(rate, 1) if rate else None,
+        "cpu_us_per_conn": round(cpu / r["ok"] * 1e6, 1) if r["ok"] else None,
         "kernel_ok": k["ok"],
         "kernel_all_ok": k["ok"] == count and ks["accepted"] == count,
         "kernel_secs": round(k["secs"], 4),
@@ -415,9 +431,11 @@ def run_tun_rr(tsocket: Any, count: int, seed: int = 1) -> dict[str, Any]:
         th = threading.Thread(target=_echo_one, args=(tsocket, ls, done), daemon=True)
         th.start()
         try:
+            cpu0 = _cpu_s()
             with Peer(h.netns, "rr", h.stack_addr4, PORT, count) as peer:
                 r = peer.result(TIMEOUT * 4)
             th.join(10)
+            cpu = _cpu_s() - cpu0
         finally:
             ls.close()
             th.join(5)
@@ -433,6 +451,7 @@ def run_tun_rr(tsocket: Any, count: int, seed: int = 1) -> dict[str, Any]:
         "all_ok": r["ok"] == count,
         "median_us": round(med, 1) if med else None,
         "p99_us": round(r["p99_us"], 1) if r["p99_us"] else None,
+        "cpu_us_per_rt": round(cpu / r["count"] * 1e6, 1) if r["count"] else None,
         "kernel_all_ok": k["ok"] == count,
         "kernel_median_us": round(kmed, 1) if kmed else None,
         "kernel_p99_us": round(k["p99_us"], 1) if k["p99_us"] else None,

@@ -12,6 +12,27 @@ engine through ``Driver.call(fn)``, which holds the driver's lock, runs
 earlier.  Waiting for readiness uses ``Driver.cond``, a Condition on that
 same lock which connection wakers notify (``Driver.notify``).
 
+Direct processing.  A user thread that has to wait (``Driver.wait``: recv,
+accept, send with a full buffer, connect) does not just sleep on the
+condition while the loop thread takes the packet and then wakes it: one such
+thread at a time, the *poller*, waits on the device itself and runs the
+engine on what arrives, as Linux processes a socket's backlog in process
+context instead of in softirq.  A request/response round trip then costs one
+thread wake-up instead of two plus a hand-over of the GIL.  The loop thread
+and the poller both watch the device with ``EPOLLEXCLUSIVE``, the poller's
+epoll registered first, so the kernel wakes the poller while it is waiting
+and the loop thread only otherwise; the loop thread keeps the timers.  Since
+a wake-up meant for the device may reach the poller along with another one,
+the poller always reads the device after waking.
+
+When the loop thread is woken while a user thread is *busy* (inside ``call``
+or ``wait``: typically writing its answer, during which the next request
+arrives) it sets ``_backlog``, stops watching the device and sleeps on; the
+last busy thread reads the device on its way out and resumes the loop's
+watch, as ``release_sock`` runs a socket's backlog.  A user thread reads one
+batch; a longer burst is left to the loop thread, so that the caller's own
+work overlaps the engine's.
+
 Two extras for tests and labs:
 
 * ``pcap=`` (a :class:`tcpstack.pcap.PcapWriter`) records every packet at the
@@ -36,7 +57,7 @@ import errno
 import heapq
 import os
 import random
-import selectors
+import select
 import threading
 import time
 from collections import deque
@@ -243,6 +264,7 @@ class Driver:
         batch: int = 64,
         egress: Impairment | None = None,
         ingress: Impairment | None = None,
+        direct: bool = True,
     ) -> None:
         self.stack = stack
         self.device = device
@@ -277,6 +299,31 @@ class Driver:
         self._deferred: deque[Callable[[int], Any]] = deque()
         # pcap wants wall-clock time; the engine runs on the monotonic clock.
         self._epoch_offset = time.time_ns() // 1000 - now_us()
+        # Direct processing (module doc): the poller's epoll (device + an eventfd that
+        # notify() signals), registered on the device before the loop's own epoll so
+        # that an EPOLLEXCLUSIVE wake-up goes to a waiting poller first.
+        self.direct = direct
+        self._poller: int | None = None  # thread ident of the user thread polling the device
+        self._poller_signalled = False
+        self._poller_closed = False
+        self._poller_efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._poller_ep = select.epoll()
+        _register_exclusive(self._poller_ep, device.fileno())
+        self._poller_ep.register(self._poller_efd, select.EPOLLIN)
+        #: Wake-ups of a user thread that ran the engine itself (direct processing).
+        self.direct_polls = 0
+        #: Device wake-ups the loop thread left to such a thread.
+        self.skips = 0
+        #: Times call() found such a wake-up left to it and read the device on its way out.
+        self.backlogs = 0
+        self._busy = 0  # user threads inside call() or wait(), awake (nested calls count twice)
+        self._backlog = False  # the device was ready while _busy: call() reads it on exit
+        self._more = False  # the device may hold packets nobody will be woken for: the loop drains it
+        # While a user thread is busy the loop thread stops watching the device (one
+        # wake-up per busy spell, not one per packet); the last busy thread resumes it.
+        self._paused = False
+        self._reg_lock = threading.Lock()  # serialises pausing and resuming (epoll_ctl)
+        self._ep: select.epoll | None = None  # the loop thread's epoll
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Driver:
@@ -297,7 +344,9 @@ class Driver:
             self._thread.join(timeout)
         with self.cond:
             self.stopped = True
-            self.cond.notify_all()
+            self.notify()
+            if self._poller is None:  # else the poller closes them when it wakes
+                self._close_poller()
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
@@ -322,10 +371,12 @@ class Driver:
         with self.lock:
             if not self.running:
                 raise self.down_error()
+            self._busy += 1
             try:
                 return fn(now_us())
             finally:
                 self._flush()
+                self._unbusy()
                 self._maybe_poke()
 
     def down_error(self) -> OSError:
@@ -334,9 +385,119 @@ class Driver:
 
     def wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         """Block until ``predicate()`` (evaluated under the lock) is true, the
-        timeout passes, or the driver stops (then the result is ``predicate()``)."""
+        timeout passes, or the driver stops (then the result is ``predicate()``).
+
+        While it waits, the calling thread may be the poller: it runs the
+        engine on the packets that arrive (direct processing, module doc)."""
         with self.cond:
-            return self.cond.wait_for(lambda: predicate() or not self.running, timeout) and predicate()
+            if predicate():
+                return True
+            self._busy += 1  # the loop may leave the device to us (see call())
+            try:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while self.running:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    if self.direct and self._poller is None:
+                        self._poll_direct(remaining)  # reads the device whenever it wakes
+                    else:
+                        # Asleep on the condition this thread reads nothing: stop being
+                        # busy first (taking what the loop left to it, if anything).
+                        try:
+                            if not self._unbusy():
+                                self.cond.wait(remaining)
+                        finally:
+                            self._busy += 1
+                    if predicate():
+                        return True
+                return predicate()
+            finally:
+                self._unbusy()
+
+    def _unbusy(self) -> bool:
+        """A user thread stops being busy (lock held). The last one takes what the
+        loop thread left to it (as Linux's release_sock runs the socket backlog):
+        the device's backlog, and the device's wake-ups, which the loop paused
+        meanwhile. True if it read the device."""
+        self._busy -= 1
+        if self._busy:
+            return False
+        try:
+            if self._backlog and self.running:
+                self.backlogs += 1
+                self._process_device()
+                return True
+            return False
+        finally:
+            if self._paused:
+                self._resume()
+
+    def _poll_direct(self, timeout: float | None) -> None:
+        """Wait on the device as the poller (lock held on entry and exit), then run
+        the engine on whatever arrived."""
+        self._poller = threading.get_ident()
+        state = self.lock._release_save()  # type: ignore[attr-defined]  # as Condition.wait does
+        try:
+            self._poller_ep.poll(-1 if timeout is None else timeout)
+        except BaseException:
+            self._more = True  # interrupted: a wake-up the loop left to us may be lost
+            self._poke()
+            raise
+        finally:
+            self.lock._acquire_restore(state)  # type: ignore[attr-defined]
+            self._poller = None
+        if self._poller_signalled:
+            self._poller_signalled = False
+            try:
+                os.eventfd_read(self._poller_efd)
+            except OSError:
+                pass
+        if not self.running:
+            if self.stopped:
+                self._close_poller()
+            return
+        self.direct_polls += 1
+        # Always read: the device's wake-up may have come to this epoll with the
+        # eventfd's (EPOLLEXCLUSIVE then did not wake the loop thread).
+        self._process_device()
+
+    def _process_device(self) -> None:
+        """Direct processing in a user thread (lock held): one batch from the device,
+        due timers, flush.  A longer burst is the loop thread's: it drains the rest
+        while this thread goes back to its caller (who may have work of its own: the
+        two then overlap, as softirq and process context do).  If the engine fails
+        here the stack is down for every thread."""
+        try:
+            if self._read_device(1):
+                self._poke()  # more is waiting (_more is set): the loop thread drains it
+            self.stack.poll(now_us())
+            self._flush()
+            self._maybe_poke()  # a timer the segments armed may be due before the loop wakes
+        except BaseException as exc:
+            self.error = exc
+            self.notify()
+            self._poke()
+            raise self.down_error() from exc
+
+    def _pause(self) -> None:
+        with self._reg_lock:
+            if not self._paused and self._ep is not None:
+                self._paused = True
+                self._ep.unregister(self.device.fileno())
+
+    def _resume(self) -> None:
+        with self._reg_lock:
+            if self._paused and self._ep is not None:
+                self._paused = False
+                # Readable already? Then the loop is woken at once (edge-triggered too).
+                _register_exclusive(self._ep, self.device.fileno(), select.EPOLLET)
+
+    def _close_poller(self) -> None:
+        if not self._poller_closed:
+            self._poller_closed = True
+            self._poller_ep.close()
+            os.close(self._poller_efd)
 
     def defer(self, fn: Callable[[int], Any]) -> None:
         """Run ``fn(now)`` on the loop thread at its next safe point, without waiting.
@@ -349,6 +510,12 @@ class Driver:
         """A waker for connections and listeners: wakes threads blocked in ``wait``.
         Called with the lock held (from inside engine processing)."""
         self.cond.notify_all()
+        if self._poller is not None and not self._poller_signalled:
+            self._poller_signalled = True  # one eventfd write per wait, not per segment
+            try:
+                os.eventfd_write(self._poller_efd, 1)
+            except OSError:
+                pass
 
     # ------------------------------------------------------------------ the loop
     def _poke(self) -> None:
@@ -428,30 +595,60 @@ class Driver:
                 receive(p, now)
 
     def _run(self) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(self.device.fileno(), selectors.EVENT_READ, "dev")
-        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        ep = select.epoll()
+        dev_fd, wake_fd = self.device.fileno(), self._wake_r
+        # Edge-triggered, after the poller's registration: a waiting poller is woken
+        # first, and a wake-up this loop leaves to the poller does not repeat.
+        _register_exclusive(ep, dev_fd, select.EPOLLET)
+        ep.register(wake_fd, select.EPOLLIN)
+        self._ep = ep
         stack = self.stack
+        direct = self.direct
         try:
+            with self.lock:
+                d = self._sleep_until = self._next_wakeup()
+                self._sleeping = True
             while not self._stop:
-                with self.lock:
-                    d = self._next_wakeup()
-                    self._sleep_until = d
-                    self._sleeping = True
-                timeout = None if d is None else max(0.0, (d - now_us()) / 1e6)
-                ready = sel.select(timeout)
+                more = self._more
+                if more:
+                    timeout = 0.0
+                else:
+                    timeout = -1.0 if d is None else max(0.0, (d - now_us()) / 1e6)
+                ready = ep.poll(timeout)
+                if direct and not more and len(ready) == 1 and ready[0][0] == dev_fd:
+                    # Only the device: leave it to a user thread that will read it anyway
+                    # (direct processing) -- the poller, which reads whenever it wakes, or
+                    # one busy in call() or wait(), which reads on its way out (or before
+                    # it sleeps) if _backlog is set. _backlog is set before _busy is read
+                    # and a user thread lowers _busy before reading _backlog, so one of
+                    # the two threads always sees the other (the GIL orders them).
+                    if self._poller is not None:
+                        self.skips += 1
+                        continue
+                    self._backlog = True
+                    if self._busy:
+                        # Pause first, then look again: a thread that stopped being busy
+                        # meanwhile either saw _paused (and resumed) or left it to us.
+                        self._pause()
+                        if self._busy:
+                            self.skips += 1
+                            continue
+                        self._resume()
                 with self.lock:
                     self._sleeping = False
                     self.loops += 1
-                    for key, _ in ready:
-                        if key.data == "wake":
+                    dev = self._more
+                    for fd, _ in ready:
+                        if fd == wake_fd:
                             try:
                                 while os.read(self._wake_r, 4096):
                                     pass
                             except BlockingIOError:
                                 pass
                         else:
-                            self._read_device()
+                            dev = True
+                    if dev:
+                        self._read_device()
                     while self._deferred:
                         self._deferred.popleft()(now_us())
                     if self.ingress is not None:
@@ -461,18 +658,27 @@ class Driver:
                             self._deliver(due, now)
                     stack.poll(now_us())
                     self._flush()
+                    # Sleep until the next deadline; a user call that moves it earlier
+                    # pokes (_maybe_poke). A skipped wake-up above keeps this deadline
+                    # and does not take the lock at all.
+                    d = self._sleep_until = self._next_wakeup()
+                    self._sleeping = True
         except BaseException as exc:  # surface it to user threads instead of dying silently
             with self.cond:
                 self.error = exc
-                self.cond.notify_all()
+                self.notify()
             raise
         finally:
-            sel.close()
+            with self._reg_lock:
+                self._ep = None
+                ep.close()
 
-    def _read_device(self) -> None:
-        # Drain the device (bounded: a few batches per wake-up so timers still run).
+    def _read_device(self, batches: int = 16) -> bool:
+        """Drain the device, bounded (a few batches per wake-up so that timers and
+        user calls still get their turn); True (and _more set) if it stopped at the bound."""
+        self._backlog = self._more = False
         vnet = self._vnet
-        for _ in range(16):
+        for _ in range(batches):
             if vnet:
                 frames = self.device.read_batch_vnet(self.batch)  # type: ignore[attr-defined]
                 if self.pcap is None:
@@ -482,7 +688,7 @@ class Driver:
             else:
                 pkts = self.device.read_batch(self.batch)
             if not pkts:
-                return
+                return False
             now = now_us()
             n = len(pkts)
             if self.ingress is not None:
@@ -491,7 +697,19 @@ class Driver:
                 self._deliver(pkts, now)
             self._flush()
             if n < self.batch:
-                return
+                return False
+        self._more = True
+        return True
+
+
+def _register_exclusive(ep: select.epoll, fd: int, flags: int = 0) -> None:
+    """Watch ``fd`` for input with EPOLLEXCLUSIVE (Linux >= 4.5): of the epolls
+    registered on it with the flag, a wake-up goes to the first that has a thread
+    waiting.  Older kernels refuse the flag; then both are woken (correct, slower)."""
+    try:
+        ep.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE | flags)
+    except OSError:
+        ep.register(fd, select.EPOLLIN | flags)
 
 
 _NEEDS_CSUM = 1  # VIRTIO_NET_HDR_F_NEEDS_CSUM

@@ -107,8 +107,9 @@ class _HostBase:
     stack: Stack
     driver: Driver
 
-    def _start(self, device: Any, pcap: Any, egress: Impairment | None, ingress: Impairment | None) -> None:
-        self.driver = Driver(self.stack, device, pcap=pcap, egress=egress, ingress=ingress)
+    def _start(self, device: Any, pcap: Any, egress: Impairment | None, ingress: Impairment | None,
+               direct: bool = True) -> None:
+        self.driver = Driver(self.stack, device, pcap=pcap, egress=egress, ingress=ingress, direct=direct)
         self.driver.start()
 
     @property
@@ -166,6 +167,9 @@ class Host(TunBacked, _HostBase):
     64 KiB instead of ~45) and completes checksums both ways, and the engine
     sends super-segments of whole MSSs that the kernel cuts (TSO). No
     per-byte work is left in Python on either path.
+
+    ``direct=False`` leaves all engine work to the driver's loop thread (see
+    "Direct processing" in :mod:`tcpstack.runtime.driver`).
     """
 
     def __init__(
@@ -186,6 +190,7 @@ class Host(TunBacked, _HostBase):
         egress: Impairment | None = None,
         ingress: Impairment | None = None,
         offload: bool = False,
+        direct: bool = True,
     ) -> None:
         with _subnet_lock():
             if subnet is not None:
@@ -202,7 +207,7 @@ class Host(TunBacked, _HostBase):
         self.kernel_addr6 = kernel_addr6.split("/")[0] if kernel_addr6 else None
         try:
             self.stack = stack_on_tun(self.tun, config, mtu=mtu, seed=seed, name=f"tcpstack@{netns}/{self.tun.ifname}")
-            self._start(self.tun.tun, pcap, egress, ingress)
+            self._start(self.tun.tun, pcap, egress, ingress, direct)
         except BaseException:
             self.tun.close()
             raise
@@ -234,11 +239,12 @@ class LoopbackHost(_HostBase):
         pcap: Any = None,
         seed: int | None = None,
         egress: Impairment | None = None,
+        direct: bool = True,
     ) -> None:
         self.device = LoopbackDevice()
         self.stack = Stack(list(addresses), config or Config(), mtu=mtu, seed=seed, name="tcpstack@loopback")
         try:
-            self._start(self.device, pcap, egress, None)
+            self._start(self.device, pcap, egress, None, direct)
         except BaseException:
             self.device.close()
             raise
