@@ -564,3 +564,36 @@ def test_rst_with_the_fins_sequence_number_resets_close_wait(stack, peer):
     assert conn.state is State.CLOSE_WAIT
     assert peer.send(3000, seg(P, 0, RST)) == []  # P = the FIN's sequence number
     assert conn.state is State.CLOSED
+
+
+def test_receive_batch_acks_in_order_data_once_per_batch(stack, peer):
+    # A device read of six in-order segments: one ACK for all of them after the
+    # batch (as GRO gives Linux), not one per two segments.
+    from tcpstack.wire.ip import build_ip_tcp
+
+    from .conftest import LOCAL, REMOTE
+
+    conn = established_client(stack, peer)
+    conn.quickack = 0  # past the quick-ACK start: the every-second-segment rule applies
+    pkts = [build_ip_tcp(REMOTE, LOCAL, seg(P + i * 100, C, ACK, payload=b"d" * 100)) for i in range(6)]
+    stack.receive_batch(pkts, 5000)
+    assert peer.recv() == [out(C, P + 600, ACK)]
+    assert conn.recv(1000, 5001) == b"d" * 600
+    # Out of order inside a batch: each out-of-order segment draws its duplicate
+    # ACK at once (fast retransmit counts them), covering the in-order one before.
+    pkts = [build_ip_tcp(REMOTE, LOCAL, seg(P + 600 + i * 100, C, ACK, payload=b"e" * 100)) for i in (0, 2, 3)]
+    stack.receive_batch(pkts, 6000)
+    assert [s.ack for s in peer.recv()] == [P + 700, P + 700]
+
+
+def test_receive_batch_bounds_a_batched_ack_to_sixteen_segments(stack, peer):
+    from tcpstack.wire.ip import build_ip_tcp
+
+    from .conftest import LOCAL, REMOTE
+
+    conn = established_client(stack, peer)
+    conn.quickack = 0
+    pkts = [build_ip_tcp(REMOTE, LOCAL, seg(P + i * 100, C, ACK, payload=b"d" * 100)) for i in range(40)]
+    stack.receive_batch(pkts, 5000)
+    acks = [s.ack - P for s in peer.recv()]
+    assert acks == [1600, 3200, 4000]

@@ -163,8 +163,7 @@ class AioDriver:
                 wall = time.time_ns() // 1000
                 for p in pkts:
                     pcap.write(wall, p)
-            for p in pkts:
-                stack.receive(p, now)
+            stack.receive_batch(pkts, now)
             self._flush()
             if len(pkts) < batch:
                 break

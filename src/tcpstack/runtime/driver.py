@@ -584,15 +584,11 @@ class Driver:
 
     def _deliver(self, pkts: list[Any], now: int) -> None:
         pcap = self.pcap
-        receive = self.stack.receive
         if pcap is not None:
             t = now + self._epoch_offset
             for p in pkts:
                 pcap.write(t, p)
-                receive(p, now)
-        else:
-            for p in pkts:
-                receive(p, now)
+        self.stack.receive_batch(pkts, now)
 
     def _run(self) -> None:
         ep = select.epoll()

@@ -59,6 +59,7 @@ NOP = Opt(1, None)
 MAX_WSCALE = 14  # RFC 7323 §2.3: a shift above 14 is treated as 14
 TS_WRAP = 1 << 32
 PAWS_24DAYS_MS = 24 * 24 * 3600 * 1000  # RFC 7323 §5.5: ts_recent older than this is invalid
+ACK_BATCH_MAX = 16  # segments one batched ACK may cover (Stack.receive_batch)
 RCVBUF_LOCKED = (1 << 63) - 1  # rcv_space once the application set SO_RCVBUF
 QUICKACK_SEGMENTS = 16  # Linux: ACK every segment while in quick-ACK mode at connection start
 MAX_ORPHAN_RETRIES = 8  # Linux: tcp_orphan_retries=0 means 8
@@ -541,8 +542,9 @@ class Connection:
         self.last_rcv_at = now
         self.keepalive_probes = 0
         st = self.state
+        in_order_data = False
         if st is S.ESTABLISHED and HEADER_PREDICTION and self._fast_path(seg, now):
-            pass
+            in_order_data = bool(seg.payload)
         elif st is S.SYN_SENT:
             self._on_segment_syn_sent(seg, now)
         elif st is S.CLOSED:
@@ -551,7 +553,15 @@ class Connection:
             self._on_segment_synchronized(seg, now)
         if self.state is not S.CLOSED:
             self._push(now)
-            self._flush_ack(now)
+            batch = self.stack.ack_batch
+            if in_order_data and batch is not None and self.delack_segs < ACK_BATCH_MAX:
+                # In-order data read in one batch from a device: one ACK for the
+                # batch (Stack.receive_batch), as GRO gives Linux one per
+                # coalesced packet.  Out-of-order data and the rest ACK at once.
+                if self.ack_pending and self.delack_at is None:
+                    batch.append(self)
+            else:
+                self._flush_ack(now)
         self._rearm()
 
     def _fast_path(self, seg: Segment, now: int) -> bool:

@@ -24,7 +24,7 @@ import hashlib
 import heapq
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from ..wire.errors import ChecksumError, IPChecksumError, MalformedPacket, NotTcp
@@ -124,6 +124,8 @@ class Stack:
         self.config = config if config is not None else Config()
         self.mtu = mtu
         self._rto_pairs: dict[tuple[int, int], tuple[int, int]] = {}  # shared RTO bounds (rto_bounds)
+        # Connections owing an ACK for in-order data during receive_batch (else None).
+        self.ack_batch: list[Connection] | None = None
         self.secret = secret if secret is not None else (os.urandom(32) if seed is None else random.Random(seed).randbytes(32))
         self.isn: IsnGenerator = isn if isn is not None else Rfc6528Isn(self.secret)
         self._ts_offset = ts_offset
@@ -146,6 +148,23 @@ class Stack:
         self._challenge_count = 0
 
     # ------------------------------------------------------------------ driver API
+    def receive_batch(self, packets: Iterable[bytes | memoryview], now: int) -> None:
+        """Packets that arrived together (one read of a device): as ``receive``
+        for each, except that the ACK a connection owes for in-order data goes
+        out once, after the batch -- what GRO gives Linux, one ACK per coalesced
+        packet (at most ACK_BATCH_MAX segments each).  Duplicate ACKs for
+        out-of-order data are not held back."""
+        owed: list[Connection] = []
+        self.ack_batch = owed
+        try:
+            for p in packets:
+                self.receive(p, now)
+        finally:
+            self.ack_batch = None
+        for conn in owed:
+            conn._flush_ack(now)
+            conn._rearm()
+
     def receive(self, packet: bytes | memoryview, now: int) -> None:
         """A packet arrived from the network."""
         mib = self.mib
