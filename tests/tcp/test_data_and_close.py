@@ -597,3 +597,29 @@ def test_receive_batch_bounds_a_batched_ack_to_sixteen_segments(stack, peer):
     stack.receive_batch(pkts, 5000)
     acks = [s.ack - P for s in peer.recv()]
     assert acks == [1600, 3200, 4000]
+
+
+def test_receive_batch_of_acks_sends_what_one_by_one_would():
+    # ACKs read together are answered by one sending pass after the batch; the
+    # segments that leave are those one-by-one processing sends (PSH aside: it
+    # marks the last segment of each sending pass, as Linux's tcp_write_xmit).
+    from tcpstack.wire.ip import build_ip_tcp
+
+    from .conftest import LOCAL, REMOTE, Peer, make_stack
+
+    outs = []
+    for batched in (False, True):
+        st = make_stack()
+        pr = Peer(st)
+        conn = established_client(st, pr)
+        conn.send(b"x" * 60_000, 2000)
+        first = pr.recv()
+        assert len(first) == 10  # the initial window
+        acks = [build_ip_tcp(REMOTE, LOCAL, seg(P, C + k * 2920, ACK)) for k in range(1, 6)]
+        if batched:
+            st.receive_batch(acks, 3000)
+        else:
+            for a in acks:
+                st.receive(a, 3000)
+        outs.append([(s.seq, len(s.payload), s.flags & ~PSH) for s in pr.recv()])
+    assert outs[0] == outs[1] and len(outs[0]) >= 10

@@ -542,9 +542,9 @@ class Connection:
         self.last_rcv_at = now
         self.keepalive_probes = 0
         st = self.state
-        in_order_data = False
+        fast = False
         if st is S.ESTABLISHED and HEADER_PREDICTION and self._fast_path(seg, now):
-            in_order_data = bool(seg.payload)
+            fast = True
         elif st is S.SYN_SENT:
             self._on_segment_syn_sent(seg, now)
         elif st is S.CLOSED:
@@ -552,15 +552,16 @@ class Connection:
         else:
             self._on_segment_synchronized(seg, now)
         if self.state is not S.CLOSED:
-            self._push(now)
             batch = self.stack.ack_batch
-            if in_order_data and batch is not None and self.delack_segs < ACK_BATCH_MAX:
-                # In-order data read in one batch from a device: one ACK for the
-                # batch (Stack.receive_batch), as GRO gives Linux one per
-                # coalesced packet.  Out-of-order data and the rest ACK at once.
-                if self.ack_pending and self.delack_at is None:
-                    batch.append(self)
+            if fast and batch is not None and self.delack_segs < ACK_BATCH_MAX:
+                # Header-predicted segments read in one batch from a device: the
+                # sending and the ACK owed wait for the end of the batch
+                # (Stack.receive_batch): one ACK per batch, as GRO gives Linux,
+                # and one send decision for all the ACKs that arrived together.
+                # Out-of-order data and everything else are answered at once.
+                batch.append(self)
             else:
+                self._push(now)
                 self._flush_ack(now)
         self._rearm()
 

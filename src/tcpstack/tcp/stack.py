@@ -150,10 +150,11 @@ class Stack:
     # ------------------------------------------------------------------ driver API
     def receive_batch(self, packets: Iterable[bytes | memoryview], now: int) -> None:
         """Packets that arrived together (one read of a device): as ``receive``
-        for each, except that the ACK a connection owes for in-order data goes
-        out once, after the batch -- what GRO gives Linux, one ACK per coalesced
-        packet (at most ACK_BATCH_MAX segments each).  Duplicate ACKs for
-        out-of-order data are not held back."""
+        for each, except that a connection's header-predicted segments (in-order
+        data, ACKs of new data) are answered once, after the batch: one ACK for
+        the data -- what GRO gives Linux, one ACK per coalesced packet, at most
+        ACK_BATCH_MAX segments each -- and one pass of sending for the ACKs.
+        Duplicate ACKs for out-of-order data are not held back."""
         owed: list[Connection] = []
         self.ack_batch = owed
         try:
@@ -161,9 +162,11 @@ class Stack:
                 self.receive(p, now)
         finally:
             self.ack_batch = None
-        for conn in owed:
-            conn._flush_ack(now)
-            conn._rearm()
+        for conn in dict.fromkeys(owed):  # each once, in arrival order
+            if conn.state is not S.CLOSED:
+                conn._push(now)
+                conn._flush_ack(now)
+                conn._rearm()
 
     def receive(self, packet: bytes | memoryview, now: int) -> None:
         """A packet arrived from the network."""
