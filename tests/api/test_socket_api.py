@@ -572,6 +572,29 @@ def test_unclosed_socket_is_closed_when_collected(host: LoopbackHost) -> None:
     srv.close()
 
 
+def check_ipv4_only(c: socket.socket, ipv4_opt: int, ipv6_opt: int, not_an_int: object) -> None:
+    """On IPv4 socket ``c``: the IPv6 twin of an option is ENOPROTOOPT, a non-integer a TypeError."""
+    with pytest.raises(OSError) as info:
+        c.setsockopt(socket.IPPROTO_IPV6, ipv6_opt, 5)
+    assert info.value.errno == errno.ENOPROTOOPT
+    with pytest.raises(TypeError):
+        c.setsockopt(socket.IPPROTO_IP, ipv4_opt, not_an_int)
+
+
+def check_ipv6_octet_option(opt: int, default: int, settings: list[tuple[int, int]]) -> None:
+    """On a fresh IPv6 socket, the IPPROTO_IPV6 option ``opt`` reads ``default``, then
+    each value set reads back as given; 256 does not fit its octet (EINVAL)."""
+    s6 = socket.socket(socket.AF_INET6)
+    assert s6.getsockopt(socket.IPPROTO_IPV6, opt) == default
+    for value, want in settings:
+        s6.setsockopt(socket.IPPROTO_IPV6, opt, value)
+        assert s6.getsockopt(socket.IPPROTO_IPV6, opt) == want, value
+    with pytest.raises(OSError) as info:
+        s6.setsockopt(socket.IPPROTO_IPV6, opt, 256)
+    assert info.value.errno == errno.EINVAL
+    s6.close()
+
+
 def test_ip_tos_and_ipv6_tclass(host: LoopbackHost) -> None:
     # RFC 9293 MUST-48/SHLD-21: the application sets the Diffserv field, also mid-connection.
     srv = server()
@@ -583,22 +606,11 @@ def test_ip_tos_and_ipv6_tclass(host: LoopbackHost) -> None:
     assert c.getsockopt(socket.IPPROTO_IP, socket.IP_TOS) == 0xB8 and c.connection.tos == 0xB8
     c.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x1B4)  # the kernel keeps the low 8 bits
     assert c.getsockopt(socket.IPPROTO_IP, socket.IP_TOS) == 0xB4
-    with pytest.raises(OSError) as info:
-        c.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, 0x20)
-    assert info.value.errno == errno.ENOPROTOOPT
-    with pytest.raises(TypeError):
-        c.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 1.5)
+    check_ipv4_only(c, socket.IP_TOS, socket.IPV6_TCLASS, 1.5)
     for s in (c, a, srv):
         s.close()
-    s6 = socket.socket(socket.AF_INET6)
-    s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, -1)  # RFC 3542 §6.5: the default
-    assert s6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS) == 0
-    s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, 0xB9)
-    assert s6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS) == 0xB8
-    with pytest.raises(OSError) as info:
-        s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, 256)
-    assert info.value.errno == errno.EINVAL
-    s6.close()
+    # RFC 3542 §6.5: -1 is the default; the ECN bits are cleared here too.
+    check_ipv6_octet_option(socket.IPV6_TCLASS, 0, [(-1, 0), (0xB9, 0xB8)])
 
 
 def test_ip_ttl_and_ipv6_unicast_hops(host: LoopbackHost) -> None:
@@ -617,25 +629,13 @@ def test_ip_ttl_and_ipv6_unicast_hops(host: LoopbackHost) -> None:
         with pytest.raises(OSError) as info:
             c.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, bad)
         assert info.value.errno == errno.EINVAL and "IP_TTL" in str(info.value)
-    with pytest.raises(OSError) as info:
-        c.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 5)
-    assert info.value.errno == errno.ENOPROTOOPT
-    with pytest.raises(TypeError):
-        c.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, "5")
+    check_ipv4_only(c, socket.IP_TTL, socket.IPV6_UNICAST_HOPS, "5")
     c.sendall(b"ping")
     assert a.recv(4) == b"ping"
     for s in (c, a, srv):
         s.close()
-    s6 = socket.socket(socket.AF_INET6)
-    assert s6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS) == 64
-    s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 0)  # Linux allows 0 on IPv6
-    assert s6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS) == 0
-    s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, -1)
-    assert s6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS) == 64
-    with pytest.raises(OSError) as info:
-        s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 256)
-    assert info.value.errno == errno.EINVAL
-    s6.close()
+    # The default is hop_limit (64); Linux allows 0 on IPv6, and -1 is the tunable again.
+    check_ipv6_octet_option(socket.IPV6_UNICAST_HOPS, 64, [(0, 0), (-1, 64)])
 
 
 def test_urgent_data_sockatmark_select_and_selector(host: LoopbackHost) -> None:

@@ -6,7 +6,8 @@ reason, unless TCPSTACK_ALLOW_SKIP_INTEROP=1 is set, which turns the failures
 into skips (for a developer laptop; CI runs as root and never sets it).
 
 Every namespace a test uses is named ``tcpstack-t<pid>-<n>`` and removed at
-teardown, whatever the test did.
+teardown, whatever the test did.  ``host`` is a Host on a TUN in such a
+namespace that ``tcpstack.socket`` uses (a module may define its own).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tcpstack import socket as tsocket
+from tcpstack.runtime import KERNEL_ADDR6, STACK_ADDR6
+from tcpstack.runtime.host import Host
 
 HERE = Path(__file__).resolve().parent
 ALLOW_SKIP_ENV = "TCPSTACK_ALLOW_SKIP_INTEROP"
@@ -79,3 +84,14 @@ def pool() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
     """Threads for the kernel side's blocking socket calls (each bounded by a socket timeout)."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="kernel") as ex:
         yield ex
+
+
+@pytest.fixture
+def host(netns_name: str) -> Iterator[Host]:
+    """A Host (IPv4 and IPv6) in a fresh namespace, the driver of ``tcpstack.socket``."""
+    with Host(netns_name, seed=1, kernel_addr6=KERNEL_ADDR6, stack_addr6=STACK_ADDR6) as h:
+        tsocket.set_default_driver(h)
+        try:
+            yield h
+        finally:
+            tsocket.set_default_driver(None)

@@ -6,8 +6,10 @@ peer.  Servers print ``READY`` once listening; every mode ends by printing one
 JSON line with what it saw.  ``peer()`` runs a mode to completion,
 ``PeerServer`` starts a server mode in the background.
 
-Also here: ``in_ns`` (any command in a namespace), the kernel's counters
-(``nstat``, ``assert_kernel_clean``), sha256 helpers, ``mbps`` and
+Also here: the addresses of both ends of the TUN, ``in_ns`` (any command in a
+namespace), ``Capture``
+(tcpdump on the kernel's side of the TUN), the kernel's counters (``nstat``,
+``assert_kernel_clean``), ``echo_through``, sha256 helpers, ``mbps`` and
 ``wait_until``.
 """
 
@@ -18,12 +20,19 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tcpstack import socket as tsocket
+from tcpstack.runtime import KERNEL_ADDR4, KERNEL_ADDR6, STACK_ADDR4, STACK_ADDR6
+
 MiB = 1 << 20
+# Both ends of the TUN: the kernel's side and ours.
+KERNEL4, STACK4 = KERNEL_ADDR4.split("/")[0], STACK_ADDR4
+KERNEL6, STACK6 = KERNEL_ADDR6.split("/")[0], STACK_ADDR6
 
 # Modes and their arguments are listed at each branch.  Every blocking call is
 # bounded by the socket timeout T (``sock_timeout=`` below; for sendall it bounds
@@ -136,6 +145,22 @@ elif mode == "slow-reader":        # addr port pause: 4 KiB SO_RCVBUF, read noth
     c, _ = listener(args[0], int(args[1]), rcvbuf=4096); time.sleep(float(args[2]))
     n, sha = read_all(c, 2048, pause=0.02)
     c.close(); out(n=n, sha=sha)
+elif mode == "urgent-client":      # host port: "hello", "!" as urgent data (MSG_OOB), "after"; half-close, read a byte
+    c = socket.create_connection((args[0], int(args[1])), timeout=T)
+    c.sendall(b"hello"); c.send(b"!", socket.MSG_OOB); c.sendall(b"after")
+    c.shutdown(socket.SHUT_WR); got = c.recv(1); c.close()
+    out(got=got.decode())
+elif mode == "urgent-server":      # addr port: with SO_OOBINLINE, where the urgent mark is (SIOCATMARK)
+    import fcntl, select
+    c, _ = listener(args[0], int(args[1]))
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+    _, _, x = select.select([], [], [c], T)
+    before = c.recv(100)  # stops before the mark
+    atmark = struct.unpack("i", fcntl.ioctl(c.fileno(), 0x8905, b"\0" * 4))[0]  # SIOCATMARK
+    rest = b""
+    while d := c.recv(100):
+        rest += d
+    c.close(); out(exceptional=len(x), before=before.decode(), atmark=atmark, rest=rest.decode())
 elif mode == "many-clients":       # host port n: n concurrent clients, each gets its bytes reversed
     host, port, n = args[0], int(args[1]), int(args[2])
     res = [None] * n
@@ -212,6 +237,67 @@ class PeerServer:
         self.kill()
 
 
+# -- what the kernel sees on the wire -----------------------------------------------------
+
+
+class Capture:
+    """``tcpdump -l -n -v`` on the kernel's side of the host's TUN, in its namespace,
+    for packets matching ``expr``; with ``count``, tcpdump ends by itself after that
+    many.  Capturing has begun when the constructor returns.  ``wait`` returns the
+    text once ``until(text)`` holds, tcpdump has ended or ``timeout`` seconds pass;
+    tcpdump is stopped then, and when a ``with`` block around it ends."""
+
+    def __init__(self, host: Any, expr: str, count: int | None = None) -> None:
+        limit = ["-c", str(count)] if count else []
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", host.netns, "tcpdump", "-l", "-n", "-v", "-i", host.ifname, *limit, expr],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        banner = self.proc.stderr.readline()  # "tcpdump: listening on ..." once capturing
+        if "listening" not in banner:
+            self.stop()
+            raise AssertionError(f"tcpdump did not start: {banner!r}")
+        self.text = ""
+        self._ended = False
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.text += line
+                self._cond.notify_all()
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def wait(self, until: Callable[[str], bool] | None = None, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._ended and not (until is not None and until(self.text)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        self.stop()
+        return self.text
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        with self.proc:  # then closes the pipes and reaps tcpdump
+            if hasattr(self, "_reader"):
+                self._reader.join(10)  # it reads to the EOF tcpdump's end makes
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 # -- the kernel's counters ----------------------------------------------------------------
 
 
@@ -255,6 +341,18 @@ def file_sha(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def echo_through(sock: Any, data: bytes, timeout: float = 30.0) -> bytes:
+    """Send ``data`` on a (tcpstack) socket and half-close, from a thread, while reading
+    to EOF: what the peer echoed."""
+    w = threading.Thread(target=lambda: (sock.sendall(data), sock.shutdown(tsocket.SHUT_WR)))
+    w.start()
+    got = bytearray()
+    while d := sock.recv(1 << 20):
+        got += d
+    w.join(timeout)
+    return bytes(got)
 
 
 def read_to_eof(sock: Any, size: int = 1 << 20) -> tuple[int, str]:

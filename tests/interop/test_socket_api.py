@@ -13,7 +13,6 @@ import os
 import selectors
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,20 +21,17 @@ from tcpstack import socket as tsocket
 from tcpstack.runtime.host import Host
 from tcpstack.tcp import State
 
-from .kernel_peer import PeerServer, peer
+from .kernel_peer import (
+    KERNEL4,
+    KERNEL6,
+    STACK4,
+    STACK6,
+    PeerServer,
+    echo_through,
+    peer,
+)
 
-KERNEL4, STACK4 = "198.18.0.1", "198.18.0.2"
-KERNEL6, STACK6 = "fd00:198:18::1", "fd00:198:18::2"
 T = 30.0
-
-@pytest.fixture
-def host(netns_name: str) -> Iterator[Host]:
-    with Host(netns_name, seed=1, kernel_addr6=f"{KERNEL6}/64", stack_addr6=STACK6) as h:
-        tsocket.set_default_driver(h)
-        try:
-            yield h
-        finally:
-            tsocket.set_default_driver(None)
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
@@ -66,12 +62,7 @@ def test_echo_both_ways_and_addresses_as_the_kernel_sees_them(host: Host, family
     with PeerServer(host.netns, "echo-server", kernel, 9000) as ks:
         c = tsocket.create_connection((kernel, 9000), timeout=T)
         data = os.urandom(1 << 20)
-        w = threading.Thread(target=lambda: (c.sendall(data), c.shutdown(tsocket.SHUT_WR)))
-        w.start()
-        got = bytearray()
-        while d := c.recv(1 << 20):
-            got += d
-        w.join(T)
+        got = echo_through(c, data, T)
         local = c.getsockname()[:2]
         assert c.getpeername()[:2] == (kernel, 9000)
         c.close()

@@ -18,6 +18,8 @@ LPORT = 80
 RPORT = 49152
 ISS = 1000  # our ISN (fixed)
 IRS = 5000  # the peer's ISN
+C = ISS + 1  # our first data sequence number
+P = IRS + 1  # the peer's first data sequence number
 MSS = 1460
 
 __all__ = ["ACK", "FIN", "PSH", "RST", "SYN", "URG", "Opt", "Segment", "State"]
@@ -31,8 +33,9 @@ def plain_config(**overrides: object) -> Config:
     return cfg
 
 
-def make_stack(config: Config | None = None, iss: int = ISS) -> Stack:
-    return Stack([LOCAL], config or plain_config(), isn=FixedIsn(iss), seed=1, ts_offset=lambda key: 0)
+def make_stack(config: Config | None = None, iss: int = ISS, addr: str = LOCAL, seed: int = 1) -> Stack:
+    """A stack at ``addr`` whose ISN is ``iss`` (timestamps, if on, start at 0)."""
+    return Stack([addr], config or plain_config(), isn=FixedIsn(iss), seed=seed, ts_offset=lambda key: 0)
 
 
 class Peer:
@@ -45,6 +48,12 @@ class Peer:
     def send(self, now: int, segment: Segment) -> list[Segment]:
         self.stack.receive(build_ip_tcp(self.addr, LOCAL, segment), now)
         return self.recv()
+
+    def send_ip(self, now: int, segment: Segment, tos: int = 0) -> list[bytes]:
+        """Feed one segment in a packet with TOS octet ``tos``; the whole IP packets
+        the stack emitted (to read their TOS or TTL)."""
+        self.stack.receive(build_ip_tcp(self.addr, LOCAL, segment, tos=tos), now)
+        return self.stack.transmit()
 
     def recv(self) -> list[Segment]:
         out = []
@@ -72,6 +81,7 @@ def out(seq: int, ack: int = 0, flags: int = ACK, win: int = 65535, payload: byt
 
 
 MSS_OPT = (Opt(2, MSS),)
+SACK_PERM = Opt(4, None)
 
 
 @pytest.fixture
@@ -84,12 +94,14 @@ def peer(stack: Stack) -> Peer:
     return Peer(stack)
 
 
-def established_server(stack: Stack, peer: Peer, now: int = 0):
-    """A passive connection in ESTABLISHED: LISTEN, SYN in, SYN-ACK out, ACK in."""
+def established_server(stack: Stack, peer: Peer, now: int = 0, opts: tuple[Opt, ...] = MSS_OPT,
+                       synack_opts: tuple[Opt, ...] = MSS_OPT, rtt: int = 1000):
+    """A passive connection in ESTABLISHED: LISTEN, SYN in (with ``opts``), SYN-ACK out
+    (with ``synack_opts``), ACK in ``rtt`` later."""
     lst = stack.listen(LPORT, now)
-    r = peer.send(now, seg(IRS, 0, SYN, 65535, opts=MSS_OPT))
-    assert r == [out(ISS, IRS + 1, SYN | ACK, 65535, opts=MSS_OPT)]
-    assert peer.send(now + 1000, seg(IRS + 1, ISS + 1, ACK)) == []
+    r = peer.send(now, seg(IRS, 0, SYN, 65535, opts=opts))
+    assert r == [out(ISS, IRS + 1, SYN | ACK, 65535, opts=synack_opts)]
+    assert peer.send(now + rtt, seg(IRS + 1, ISS + 1, ACK)) == []
     conn = lst.accept()
     assert conn is not None and conn.state is State.ESTABLISHED
     return lst, conn

@@ -19,6 +19,8 @@ from .conftest import (
     RST,
     SYN,
     URG,
+    C,
+    P,
     Peer,
     State,
     established_client,
@@ -28,9 +30,6 @@ from .conftest import (
     plain_config,
     seg,
 )
-
-C = ISS + 1  # our first data sequence number
-P = IRS + 1  # the peer's first data sequence number
 
 
 # ---------------------------------------------------------------- data

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from tcpstack.tcp import Config, FixedIsn, Stack
+from tcpstack.tcp import Config, Stack
 from tcpstack.wire.ip import build_ip_tcp, parse_ip_tcp
 from tcpstack.wire.tcp import CWR, ECE, IP_CE, Opt
 
@@ -23,6 +23,8 @@ from .conftest import (
     REMOTE,
     RPORT,
     SYN,
+    C,
+    P,
     Peer,
     Segment,
     established_client,
@@ -32,24 +34,22 @@ from .conftest import (
     seg,
 )
 
-C = ISS + 1
-P = IRS + 1
 ECT0, CE = 0b10, 0b11
 
 
-def tos_of(pkt: bytes) -> int:
-    return pkt[1]
+def with_tos(pkts: list[bytes]) -> list[tuple[Segment, int]]:
+    """Each IPv4 packet's segment and TOS octet."""
+    return [(parse_ip_tcp(p)[2], p[1]) for p in pkts]
 
 
 class EcnPeer(Peer):
     """The remote end, sending with a chosen TOS octet and showing ours."""
 
     def send_tos(self, now: int, segment: Segment, tos: int) -> list[tuple[Segment, int]]:
-        self.stack.receive(build_ip_tcp(self.addr, LOCAL, segment, tos=tos), now)
-        return self.recv_tos()
+        return with_tos(self.send_ip(now, segment, tos))
 
     def recv_tos(self) -> list[tuple[Segment, int]]:
-        return [(parse_ip_tcp(p)[2], tos_of(p)) for p in self.stack.transmit()]
+        return with_tos(self.stack.transmit())
 
 
 def ecn_client(stack: Stack, peer: EcnPeer) -> object:
@@ -75,17 +75,16 @@ def epeer(estack: Stack) -> EcnPeer:
 # ---------------------------------------------------------------- negotiation (§6.1.1)
 def _shuttle(a: Stack, b: Stack, now: int) -> list[tuple[Segment, int]]:
     """Deliver what ``a`` has queued to ``b``; return those segments with their TOS."""
-    seen = []
-    for pkt in a.transmit():
-        seen.append((parse_ip_tcp(pkt)[2], tos_of(pkt)))
+    pkts = a.transmit()
+    for pkt in pkts:
         b.receive(pkt, now)
-    return seen
+    return with_tos(pkts)
 
 
 @pytest.mark.parametrize(("client_ecn", "server_ecn"), list(itertools.product((0, 1, 2), repeat=2)))
 def test_negotiation_in_every_combination_of_tcp_ecn(client_ecn: int, server_ecn: int) -> None:
-    client = Stack([REMOTE], plain_config(tcp_ecn=client_ecn), isn=FixedIsn(IRS), seed=1)
-    server = Stack([LOCAL], plain_config(tcp_ecn=server_ecn), isn=FixedIsn(ISS), seed=2)
+    client = make_stack(plain_config(tcp_ecn=client_ecn), iss=IRS, addr=REMOTE)
+    server = make_stack(plain_config(tcp_ecn=server_ecn), seed=2)
     lst = server.listen(LPORT, 0)
     conn = client.connect(LOCAL, LPORT, 0, local_port=RPORT)
     (syn, syn_tos), = _shuttle(client, server, 0)

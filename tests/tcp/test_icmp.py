@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import errno
 
-from tcpstack.tcp import Stack, State
+from tcpstack.tcp import Config, Stack, State
 from tcpstack.wire.icmp import build_icmp_error
 from tcpstack.wire.ip import build_ip_tcp, parse_ip_tcp
 
@@ -22,14 +22,15 @@ from .conftest import (
     REMOTE,
     RPORT,
     SYN,
+    C,
     Opt,
+    P,
     Peer,
     Segment,
     established_client,
     established_server,
     make_stack,
     out,
-    plain_config,
     seg,
 )
 
@@ -120,8 +121,8 @@ def test_host_unreachable_when_established_is_soft_and_reported_on_timeout(stack
     stack.config.tcp_retries2 = 3
     conn = established_client(stack, peer)
     conn.send(b"data", 2000)
-    assert peer.recv() == [out(ISS + 1, IRS + 1, ACK | PSH, payload=b"data")]
-    icmp(stack, 3000, 3, 1, our(ISS + 1, IRS + 1, ACK | PSH))
+    assert peer.recv() == [out(C, P, ACK | PSH, payload=b"data")]
+    icmp(stack, 3000, 3, 1, our(C, P, ACK | PSH))
     assert conn.state is State.ESTABLISHED and conn.error is None  # MUST-56: no abort
     assert conn.soft_error is not None and conn.soft_error[1].errno == errno.EHOSTUNREACH
     run_timers(stack, peer, 3000)
@@ -135,8 +136,8 @@ def test_soft_error_is_forgotten_once_data_is_acknowledged(stack, peer):
     conn = established_client(stack, peer)
     conn.send(b"data", 2000)
     peer.recv()
-    icmp(stack, 3000, 3, 0, our(ISS + 1, IRS + 1, ACK | PSH))
-    peer.send(4000, seg(IRS + 1, ISS + 5))  # the path works after all
+    icmp(stack, 3000, 3, 0, our(C, P, ACK | PSH))
+    peer.send(4000, seg(P, ISS + 5))  # the path works after all
     conn.send(b"more", 5000)
     peer.recv()
     run_timers(stack, peer, 5000)
@@ -149,10 +150,10 @@ def test_port_and_protocol_unreachable_do_not_abort_a_synchronized_connection(st
     conn.send(b"data", 2000)
     peer.recv()
     for code in (2, 3):
-        icmp(stack, 3000, 3, code, our(ISS + 1, IRS + 1, ACK | PSH))
+        icmp(stack, 3000, 3, code, our(C, P, ACK | PSH))
         assert conn.state is State.ESTABLISHED and conn.error is None
     assert conn.soft_error is not None and conn.soft_error[1].errno == errno.ECONNREFUSED
-    assert peer.send(4000, seg(IRS + 1, ISS + 5)) == []
+    assert peer.send(4000, seg(P, ISS + 5)) == []
     assert conn.send(b"ok", 5000) == 2
 
 
@@ -160,8 +161,8 @@ def test_time_exceeded_and_parameter_problem_never_abort_a_synchronized_connecti
     conn = established_client(stack, peer)
     conn.send(b"data", 2000)
     peer.recv()
-    icmp(stack, 3000, 11, 0, our(ISS + 1, IRS + 1, ACK | PSH))
-    icmp(stack, 3001, 12, 0, our(ISS + 1, IRS + 1, ACK | PSH), info=9 << 24)
+    icmp(stack, 3000, 11, 0, our(C, P, ACK | PSH))
+    icmp(stack, 3001, 12, 0, our(C, P, ACK | PSH), info=9 << 24)
     assert conn.state is State.ESTABLISHED and conn.error is None
     assert conn.soft_error is not None and conn.soft_error[1].errno == errno.EPROTO
     assert (stack.mib.IcmpInTimeExcds, stack.mib.IcmpInParmProbs) == (1, 1)
@@ -172,10 +173,10 @@ def test_out_of_window_icmp_when_established_is_dropped(stack, peer):
     conn.send(b"data", 2000)
     peer.recv()
     # Quoting SND.UNA - 1 (a keepalive probe's number) and SND.NXT + 1: both outside.
-    icmp(stack, 3000, 3, 1, our(ISS, IRS + 1))
-    icmp(stack, 3000, 3, 1, our(ISS + 6, IRS + 1))
+    icmp(stack, 3000, 3, 1, our(ISS, P))
+    icmp(stack, 3000, 3, 1, our(ISS + 6, P))
     assert conn.soft_error is None and stack.mib.OutOfWindowIcmps == 2
-    icmp(stack, 3000, 3, 1, our(ISS + 5, IRS + 1))  # SND.NXT itself is inside (Linux's between())
+    icmp(stack, 3000, 3, 1, our(ISS + 5, P))  # SND.NXT itself is inside (Linux's between())
     assert conn.soft_error is not None
 
 
@@ -198,11 +199,11 @@ def test_fragmentation_needed_lowers_mss_and_resends_the_flight(stack, peer):
 
 def test_fragmentation_needed_floor_and_no_growth(stack, peer):
     conn = established_client(stack, peer)
-    icmp(stack, 3000, 3, 4, our(ISS + 1, IRS + 1), info=1400)
+    icmp(stack, 3000, 3, 4, our(C, P), info=1400)
     assert (conn.pmtu, conn.snd_mss) == (1400, 1360)
-    icmp(stack, 3001, 3, 4, our(ISS + 1, IRS + 1), info=1500)  # never grows from ICMP
+    icmp(stack, 3001, 3, 4, our(C, P), info=1500)  # never grows from ICMP
     assert (conn.pmtu, conn.snd_mss) == (1400, 1360)
-    icmp(stack, 3002, 3, 4, our(ISS + 1, IRS + 1), info=300)  # Linux's min_pmtu: 552
+    icmp(stack, 3002, 3, 4, our(C, P), info=300)  # Linux's min_pmtu: 552
     assert (conn.pmtu, conn.snd_mss) == (552, 512)
     assert conn.soft_error is not None and conn.soft_error[1].errno == errno.EMSGSIZE
     assert conn.state is State.ESTABLISHED
@@ -210,7 +211,7 @@ def test_fragmentation_needed_floor_and_no_growth(stack, peer):
 
 def test_fragmentation_needed_with_mtu_zero_uses_the_floor(stack, peer):
     conn = established_client(stack, peer)
-    icmp(stack, 3000, 3, 4, our(ISS + 1, IRS + 1), info=0)  # a pre-RFC 1191 router
+    icmp(stack, 3000, 3, 4, our(C, P), info=0)  # a pre-RFC 1191 router
     assert (conn.pmtu, conn.snd_mss) == (552, 512)
 
 
@@ -224,18 +225,18 @@ def _established6(stack: Stack) -> tuple:
     p6 = Peer(stack, R6)
     conn = stack.connect(R6, RPORT, 0, local_port=LPORT)
     stack.transmit()
-    stack.receive(build_ip_tcp(R6, L6, seg(IRS, ISS + 1, SYN | ACK, opts=(Opt(2, 1440),))), 1000)
+    stack.receive(build_ip_tcp(R6, L6, seg(IRS, C, SYN | ACK, opts=(Opt(2, 1440),))), 1000)
     stack.transmit()
     assert conn.state is State.ESTABLISHED and conn.snd_mss == 1440
     return conn, p6
 
 
 def test_ipv6_packet_too_big_lowers_mss_but_never_below_1280():
-    stack = Stack([L6], plain_config(), isn=make_stack().isn, seed=1, ts_offset=lambda key: 0)
+    stack = make_stack(addr=L6)
     conn, _ = _established6(stack)
-    icmp(stack, 2000, 2, 0, our(ISS + 1, IRS + 1), info=1000, frm=ROUTER6, local=L6, remote=R6)
+    icmp(stack, 2000, 2, 0, our(C, P), info=1000, frm=ROUTER6, local=L6, remote=R6)
     assert conn.snd_mss == 1440 and stack.mib.Icmp6InPktTooBigs == 1  # RFC 8200 §5: ignored
-    icmp(stack, 2001, 2, 0, our(ISS + 1, IRS + 1), info=1280, frm=ROUTER6, local=L6, remote=R6)
+    icmp(stack, 2001, 2, 0, our(C, P), info=1280, frm=ROUTER6, local=L6, remote=R6)
     assert (conn.pmtu, conn.snd_mss) == (1280, 1220)
     assert stack.mib.Icmp6InMsgs == 2 and stack.mib.IcmpInMsgs == 0
 
@@ -243,7 +244,7 @@ def test_ipv6_packet_too_big_lowers_mss_but_never_below_1280():
 def test_ipv6_errors_map_as_linux():
     for (t, c), want in {(1, 0): errno.ENETUNREACH, (1, 1): errno.EACCES, (1, 3): errno.EHOSTUNREACH,
                          (1, 4): errno.ECONNREFUSED, (3, 0): errno.EHOSTUNREACH, (4, 1): errno.EPROTO}.items():
-        stack = Stack([L6], plain_config(), isn=make_stack().isn, seed=1)
+        stack = make_stack(addr=L6)
         conn = stack.connect(R6, RPORT, 0, local_port=LPORT)
         stack.transmit()
         icmp(stack, 500, t, c, our(ISS, 0, SYN), frm=ROUTER6, local=L6, remote=R6)
@@ -261,11 +262,11 @@ def test_icmp_for_a_half_open_request_drops_it_as_linux(stack, peer):
     peer.send(0, seg(IRS, 0, SYN, opts=MSS_OPT))
     key = (LOCAL, LPORT, REMOTE, RPORT)
     assert key in lst.requests
-    icmp(stack, 100, 3, 1, our(ISS + 7, IRS + 1, SYN | ACK))  # tcp_req_err: seq must be the ISS
+    icmp(stack, 100, 3, 1, our(ISS + 7, P, SYN | ACK))  # tcp_req_err: seq must be the ISS
     assert key in lst.requests and stack.mib.OutOfWindowIcmps == 1
-    icmp(stack, 100, 3, 3, our(ISS, IRS + 1, SYN | ACK))  # port unreachable: not an abort here
+    icmp(stack, 100, 3, 3, our(ISS, P, SYN | ACK))  # port unreachable: not an abort here
     assert key in lst.requests
-    icmp(stack, 200, 3, 1, our(ISS, IRS + 1, SYN | ACK))
+    icmp(stack, 200, 3, 1, our(ISS, P, SYN | ACK))
     assert key not in lst.requests and stack.mib.ListenDrops == 1
     assert peer.poll(5_000_000) == []  # no SYN-ACK retransmission for a dropped request
 
@@ -274,7 +275,7 @@ def test_icmp_for_time_wait_is_ignored(stack, peer):
     lst, conn = established_server(stack, peer)
     conn.close(2000)
     fin = peer.recv()[0]
-    peer.send(3000, seg(IRS + 1, ISS + 2, ACK | 1))  # ACK of our FIN, and the peer's FIN
+    peer.send(3000, seg(P, ISS + 2, ACK | 1))  # ACK of our FIN, and the peer's FIN
     assert stack.timewait
     icmp(stack, 4000, 3, 1, fin)
     assert stack.timewait and stack.mib.IcmpInErrors == 0
@@ -315,7 +316,7 @@ def test_r1_retransmissions_keep_the_path_and_go_on_to_r2(stack, peer):
     # has one route (its interface): the retransmissions after R1 leave at the
     # same size to the same place, and the connection lives on until R2.
     conn = established_client(stack, peer)
-    icmp(stack, 1500, 3, 4, our(ISS + 1, IRS + 1), info=1280)
+    icmp(stack, 1500, 3, 4, our(C, P), info=1280)
     conn.send(b"x" * 3000, 2000)
     first = peer.recv()
     assert [len(s.payload) for s in first] == [1240, 1240, 520]
@@ -336,7 +337,7 @@ def test_tos_goes_into_every_packet_and_can_change_mid_connection(stack, peer):
     assert [p[1] for p in pkts] == [0xB8]
     assert parse_ip_tcp(pkts[0])[2].payload == b"a"  # header checksum still right
     conn.tos = 0x20
-    peer.send(3000, seg(IRS + 1, ISS + 2, ACK | PSH, payload=b"x" * 10))
+    peer.send(3000, seg(P, ISS + 2, ACK | PSH, payload=b"x" * 10))
     conn.send(b"b", 3000)
     assert {p[1] for p in stack.transmit()} == {0x20}
 
@@ -344,16 +345,15 @@ def test_tos_goes_into_every_packet_and_can_change_mid_connection(stack, peer):
 def test_listener_tos_on_syn_ack_and_inherited_by_the_child(stack, peer):
     lst = stack.listen(LPORT, 0)
     lst.tos = 0x28
-    stack.receive(build_ip_tcp(REMOTE, LOCAL, seg(IRS, 0, SYN, opts=MSS_OPT)), 0)
-    synack = stack.transmit()
+    synack = peer.send_ip(0, seg(IRS, 0, SYN, opts=MSS_OPT))
     assert [p[1] for p in synack] == [0x28]
-    peer.send(1000, seg(IRS + 1, ISS + 1, ACK))
+    peer.send(1000, seg(P, C, ACK))
     conn = lst.accept()
     assert conn is not None and conn.tos == 0x28
 
 
 def test_ipv6_traffic_class_in_packets():
-    stack = Stack([L6], plain_config(), isn=make_stack().isn, seed=1)
+    stack = make_stack(addr=L6)
     conn = stack.connect(R6, RPORT, 0, local_port=LPORT, setup=lambda c: setattr(c, "tos", 0xB8))
     (pkt,) = stack.transmit()
     assert conn.tos == 0xB8
@@ -366,35 +366,31 @@ def test_ttl_is_the_tunable_then_the_connections_own_value(stack, peer):
     conn = stack.connect(REMOTE, RPORT, 0, local_port=LPORT)
     (syn,) = stack.transmit()
     assert syn[8] == 99 and conn.ttl == 99
-    peer.send(1000, seg(IRS, ISS + 1, SYN | ACK, 65535, opts=MSS_OPT))
+    peer.send(1000, seg(IRS, C, SYN | ACK, 65535, opts=MSS_OPT))
     conn.ttl = 7  # IP_TTL: from the next packet on, also mid-connection
     conn.send(b"a", 2000)
     pkts = stack.transmit()
     assert [p[8] for p in pkts] == [7]
     assert parse_ip_tcp(pkts[0])[2].payload == b"a"  # header checksum still right
     # A segment for no connection draws a reset with the tunable's TTL (Linux's control socket).
-    stack.receive(build_ip_tcp(REMOTE, LOCAL, seg(1, 2, ACK, dport=LPORT + 1)), 3000)
-    (rst,) = stack.transmit()
+    (rst,) = peer.send_ip(3000, seg(1, 2, ACK, dport=LPORT + 1))
     assert rst[8] == 99
 
 
 def test_listener_ttl_on_syn_ack_and_inherited_by_the_child(stack, peer):
     lst = stack.listen(LPORT, 0)
     assert lst.ttl is None  # the tunable
-    stack.receive(build_ip_tcp(REMOTE, LOCAL, seg(IRS, 0, SYN, opts=MSS_OPT)), 0)
-    assert [p[8] for p in stack.transmit()] == [64]
+    assert [p[8] for p in peer.send_ip(0, seg(IRS, 0, SYN, opts=MSS_OPT))] == [64]
     lst.ttl = 3  # IP_TTL on the listening socket
-    stack.receive(build_ip_tcp(REMOTE, LOCAL, seg(IRS, 0, SYN, opts=MSS_OPT, sport=RPORT + 1)), 0)
-    assert [p[8] for p in stack.transmit()] == [3]
-    stack.receive(build_ip_tcp(REMOTE, LOCAL, seg(IRS + 1, ISS + 1, ACK, sport=RPORT + 1)), 1000)
+    assert [p[8] for p in peer.send_ip(0, seg(IRS, 0, SYN, opts=MSS_OPT, sport=RPORT + 1))] == [3]
+    assert peer.send(1000, seg(P, C, ACK, sport=RPORT + 1)) == []
     conn = lst.accept()
     assert conn is not None and conn.remote_port == RPORT + 1 and conn.ttl == 3
 
 
 def test_ipv6_hop_limit_in_packets():
-    cfg = plain_config()
-    cfg.set("net.ipv6.conf.all.hop_limit", 200)
-    stack = Stack([L6], cfg, isn=make_stack().isn, seed=1)
+    stack = make_stack(addr=L6)
+    stack.config.set("net.ipv6.conf.all.hop_limit", 200)
     conn = stack.connect(R6, RPORT, 0, local_port=LPORT)
     (pkt,) = stack.transmit()
     assert conn.ttl == 200 and pkt[7] == 200
@@ -405,7 +401,7 @@ def test_ipv6_hop_limit_in_packets():
 
 
 def test_ttl_tunables_are_validated_as_linux():
-    cfg = plain_config()
+    cfg = Config()
     for key, bad in (("ip_default_ttl", 0), ("ip_default_ttl", 256), ("hop_limit", 0), ("hop_limit", 256)):
         try:
             cfg.set(key, bad)

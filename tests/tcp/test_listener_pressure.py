@@ -18,6 +18,8 @@ from .conftest import (
     RPORT,
     RST,
     SYN,
+    C,
+    P,
     Peer,
     State,
     established_client,
@@ -27,9 +29,6 @@ from .conftest import (
     plain_config,
     seg,
 )
-
-C = ISS + 1
-P = IRS + 1
 
 
 def flood(peer: Peer, n: int, t: int = 0, first_port: int = 1024) -> None:

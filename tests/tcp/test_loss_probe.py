@@ -12,34 +12,43 @@ from .conftest import (
     ACK,
     IRS,
     ISS,
-    LPORT,
     MSS,
+    MSS_OPT,
     PSH,
-    SYN,
+    SACK_PERM,
     Opt,
     Peer,
-    State,
+    established_server,
     make_stack,
     out,
     plain_config,
     seg,
 )
 
-SACK_PERM = Opt(4, None)
 T0 = 10_000  # the handshake's last ACK: SRTT 10 ms
+SACK_SYN = (Opt(2, MSS), SACK_PERM)
+SACK_SYNACK = (Opt(2, MSS), Opt(1, None), Opt(1, None), SACK_PERM)
 
 
 def sack_server(**cfg: object) -> tuple[Stack, Peer, object]:
-    stack = make_stack(plain_config(tcp_sack=1, **cfg))
+    """A passive open with SACK (and ``cfg``), ESTABLISHED at T0 with SRTT 10 ms."""
+    cfg = {"tcp_sack": 1, **cfg}
+    stack = make_stack(plain_config(**cfg))
     peer = Peer(stack)
-    lst = stack.listen(LPORT, 0)
-    (synack,) = peer.send(0, seg(IRS, 0, SYN, opts=(Opt(2, MSS), SACK_PERM)))
-    assert synack.flags == SYN | ACK and SACK_PERM in synack.options
-    assert peer.send(T0, seg(IRS + 1, ISS + 1, ACK)) == []
-    conn = lst.accept()
-    assert conn is not None and conn.state is State.ESTABLISHED and conn.rtt.srtt == 10_000
+    synack_opts = SACK_SYNACK if cfg["tcp_sack"] else MSS_OPT
+    _, conn = established_server(stack, peer, opts=SACK_SYN, synack_opts=synack_opts, rtt=T0)
+    assert conn.rtt.srtt == 10_000
     return stack, peer, conn
 
+
+def probed_flight() -> tuple[Stack, Peer, object, int]:
+    """3000 bytes sent at T0 (three segments) and the probe of the last one at T0 + 22 ms;
+    and cwnd then."""
+    stack, peer, conn = sack_server()
+    conn.send(b"x" * 3000, T0)
+    peer.recv()
+    assert len(peer.poll(T0 + 22_000)) == 1
+    return stack, peer, conn, conn.cc.cwnd
 
 
 def test_probe_retransmits_the_last_segment_two_rtts_after_the_flight():
@@ -58,11 +67,7 @@ def test_probe_retransmits_the_last_segment_two_rtts_after_the_flight():
 
 
 def test_a_probe_that_repaired_a_loss_reduces_cwnd_once():
-    stack, peer, conn = sack_server()
-    conn.send(b"x" * 3000, T0)
-    peer.recv()
-    peer.poll(T0 + 22_000)
-    cwnd = conn.cc.cwnd
+    stack, peer, conn, cwnd = probed_flight()
     # The last segment had been lost: the probe completes the flight, no D-SACK.
     assert peer.send(T0 + 32_000, seg(IRS + 1, ISS + 3001, ACK)) == []
     assert stack.mib.TCPLossProbeRecovery == 1
@@ -71,11 +76,7 @@ def test_a_probe_that_repaired_a_loss_reduces_cwnd_once():
 
 
 def test_a_probe_reported_as_a_duplicate_leaves_cwnd_alone():
-    stack, peer, conn = sack_server()
-    conn.send(b"x" * 3000, T0)
-    peer.recv()
-    peer.poll(T0 + 22_000)
-    cwnd = conn.cc.cwnd
+    stack, peer, conn, cwnd = probed_flight()
     # Nothing was lost (the ACK was just late): the probe arrives as a duplicate,
     # which the receiver reports with a D-SACK (RFC 2883).
     dsack = (Opt(5, (((ISS + 2921) & 0xFFFFFFFF, (ISS + 3001) & 0xFFFFFFFF),)),)
@@ -108,12 +109,7 @@ def test_a_single_segment_waits_for_the_rto_when_that_comes_first():
 
 def test_no_probe_without_sack_or_when_turned_off():
     for cfg in ({"tcp_sack": 0}, {"tcp_early_retrans": 0}):
-        stack = make_stack(plain_config(**{"tcp_sack": 1, **cfg}))
-        peer = Peer(stack)
-        lst = stack.listen(LPORT, 0)
-        peer.send(0, seg(IRS, 0, SYN, opts=(Opt(2, MSS), SACK_PERM)))
-        peer.send(T0, seg(IRS + 1, ISS + 1, ACK))
-        conn = lst.accept()
+        stack, peer, conn = sack_server(**cfg)
         conn.send(b"x" * 3000, T0)
         peer.recv()
         assert peer.poll(T0 + 199_999) == [], cfg

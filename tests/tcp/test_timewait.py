@@ -22,7 +22,9 @@ from .conftest import (
     RPORT,
     RST,
     SYN,
+    C,
     Opt,
+    P,
     Peer,
     State,
     make_stack,
@@ -31,8 +33,6 @@ from .conftest import (
     seg,
 )
 
-C = ISS + 1
-P = IRS + 1
 NOP = Opt(1, None)
 
 
