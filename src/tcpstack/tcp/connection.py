@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar, cast, overload
 
 from ..wire.tcp import (
     ACK,
@@ -94,6 +94,36 @@ def syn_options(mss: int, ts_val: int | None, ts_ecr: int, sack: bool, wscale: i
     if wscale is not None:
         opts += [NOP, Opt(3, wscale)]
     return tuple(opts)
+
+
+_T = TypeVar("_T")
+
+
+class _EcnField(Generic[_T]):
+    """A Connection attribute kept in its EcnState, which is made on the first
+    write: reads give ``default`` until then (one slot per connection instead
+    of five for connections that never see ECN)."""
+
+    def __init__(self, name: str, default: _T) -> None:
+        self.name, self.default = name, default
+
+    @overload
+    def __get__(self, conn: None, owner: type | None = None) -> _EcnField[_T]: ...
+    @overload
+    def __get__(self, conn: Connection, owner: type | None = None) -> _T: ...
+    def __get__(self, conn: Connection | None, owner: type | None = None) -> _T | _EcnField[_T]:
+        if conn is None:
+            return self
+        e = conn.ecn
+        return self.default if e is None else cast(_T, getattr(e, self.name))
+
+    def __set__(self, conn: Connection, value: _T) -> None:
+        e = conn.ecn
+        if e is None:
+            if value == self.default:
+                return  # nothing to record
+            e = conn.ecn = EcnState()
+        setattr(e, self.name, value)
 
 
 class Connection:
@@ -1352,53 +1382,12 @@ class Connection:
             flags = self._ecn_out(sseq, flags, payload)
         return Segment(self.local_port, self.remote_port, sseq, self.rcv_nxt, flags | ACK, wnd, urg, opts, payload)
 
-    # The ECN state's fields, read as defaults while there is no EcnState.
-    def _ecn_state(self) -> EcnState:
-        e = self.ecn
-        if e is None:
-            e = self.ecn = EcnState()
-        return e
-
-    @property
-    def ecn_seen(self) -> bool:
-        return self.ecn is not None and self.ecn.seen
-
-    @ecn_seen.setter
-    def ecn_seen(self, v: bool) -> None:
-        self._ecn_state().seen = v
-
-    @property
-    def ecn_demand_cwr(self) -> bool:
-        return self.ecn is not None and self.ecn.demand_cwr
-
-    @ecn_demand_cwr.setter
-    def ecn_demand_cwr(self, v: bool) -> None:
-        self._ecn_state().demand_cwr = v
-
-    @property
-    def ecn_queue_cwr(self) -> bool:
-        return self.ecn is not None and self.ecn.queue_cwr
-
-    @ecn_queue_cwr.setter
-    def ecn_queue_cwr(self, v: bool) -> None:
-        self._ecn_state().queue_cwr = v
-
-    @property
-    def cwr_high(self) -> int | None:
-        return None if self.ecn is None else self.ecn.cwr_high
-
-    @cwr_high.setter
-    def cwr_high(self, v: int | None) -> None:
-        if v is not None or self.ecn is not None:
-            self._ecn_state().cwr_high = v
-
-    @property
-    def delivered_ce(self) -> int:
-        return 0 if self.ecn is None else self.ecn.delivered_ce
-
-    @delivered_ce.setter
-    def delivered_ce(self, v: int) -> None:
-        self._ecn_state().delivered_ce = v
+    # The ECN state's fields (EcnState), read as their defaults while there is none.
+    ecn_seen = _EcnField[bool]("seen", False)
+    ecn_demand_cwr = _EcnField[bool]("demand_cwr", False)
+    ecn_queue_cwr = _EcnField[bool]("queue_cwr", False)
+    cwr_high = _EcnField["int | None"]("cwr_high", None)
+    delivered_ce = _EcnField[int]("delivered_ce", 0)
 
     def _ecn_out(self, sseq: int, flags: int, payload: bytes | memoryview) -> int:
         """RFC 3168 §6.1 on an outgoing segment, as Linux's tcp_ecn_send: ECT(0)
