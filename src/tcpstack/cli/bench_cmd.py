@@ -203,20 +203,23 @@ def _sim_bulk(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     for _ in range(args.repeat):
         t = time.perf_counter()
         r = run_transfer(args.bytes, seed=args.seed, link=link, config=cfg, record=False,
-                         checksum_offload=args.checksums == "offload")
+                         checksum_offload=args.checksums == "offload", clock=time.perf_counter)
         wall = time.perf_counter() - t
         if best is None or wall < best[0]:
             best = (wall, r)
     assert best is not None
     wall, r = best
+    run = r.run_wall_s or wall  # the simulation itself: making and hashing the payload excluded
     return {
         "bytes": args.bytes,
         "checksums": args.checksums,
         "segments": r.segments,
         "wall_s": round(wall, 3),
-        "segments_per_s": round(r.segments / wall),
-        "us_per_segment": round(wall / r.segments * 1e6, 2),
-        "wall_mb_per_s": round(args.bytes / wall / 1e6, 1),
+        "run_wall_s": round(run, 3),
+        "segments_per_s": round(r.segments / run),
+        "segments_per_s_whole": round(r.segments / wall),
+        "us_per_segment": round(run / r.segments * 1e6, 2),
+        "wall_mb_per_s": round(args.bytes / run / 1e6, 1),
         "sha256_equal": r.sent_sha256 == r.received_sha256,
         "sim_time_s": r.sim_time_s,
         "goodput_bps_virtual": r.goodput_bps,
@@ -235,7 +238,8 @@ scenario(Scenario(
         Row("bytes", "bytes transferred"),
         Row("checksums", "checksums"),
         Row("segments", "segments (both directions)"),
-        Row("segments_per_s", "segments per wall-clock second"),
+        Row("segments_per_s", "segments per wall-clock second (the simulation run)"),
+        Row("segments_per_s_whole", "  with making and hashing the payload", ""),
         Row("us_per_segment", "CPU per segment", "us"),
         Row("wall_mb_per_s", "payload per wall-clock second", "MB/s"),
         Row("sha256_equal", "data intact (sha256)"),

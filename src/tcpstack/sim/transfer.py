@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from ..tcp import Config, Connection, Event, Listener, Stack, State
@@ -45,6 +46,7 @@ class TransferResult:
     server_mib: dict[str, int]
     goodput_bps: float
     lost_data_bytes: int  # client->server payload bytes the network dropped (loss or queue)
+    run_wall_s: float | None = None  # wall-clock seconds of the simulation run (given a clock)
     link: dict[str, int] = field(default_factory=dict)  # the client->server link's counters
     events: list[tuple[int, Event]] = field(repr=False, default_factory=list)
     lost: set[tuple[int, int, int, int, int]] = field(repr=False, default_factory=set)
@@ -87,6 +89,7 @@ def run_transfer(
     max_sim_s: float = 3600.0,
     max_events: int = 50_000_000,
     checksum_offload: bool = False,
+    clock: Callable[[], float] | None = None,
 ) -> TransferResult:
     if close_first not in CLOSE_MODES:
         raise ValueError(f"close_first must be one of {', '.join(CLOSE_MODES)}, got {close_first!r}")
@@ -199,7 +202,11 @@ def run_transfer(
         sc = st["conn"]
         return conn.state is State.CLOSED and sc is not None and sc.state is State.CLOSED
 
+    # ``clock`` (a wall clock, for benchmarks): how long the simulation itself
+    # ran, apart from making and hashing the payload up front.
+    t0 = clock() if clock is not None else 0.0
     net.run(until=int(max_sim_s * 1_000_000), stop_when=finished, max_events=max_events)
+    run_wall_s = clock() - t0 if clock is not None else None
     if writer is not None:
         writer.close()
     sc = st["conn"]
@@ -222,6 +229,7 @@ def run_transfer(
         server_mib=server.mib.as_dict(),
         goodput_bps=_goodput(st),
         lost_data_bytes=lost_data[0],
+        run_wall_s=run_wall_s,
         link=net.link("client", "server").counters(),
         events=events,
         lost=lost,
