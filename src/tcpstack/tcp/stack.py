@@ -161,12 +161,13 @@ class Stack:
             for p in packets:
                 self.receive(p, now)
         finally:
+            # Even if a packet raised (receive never should), what is owed goes out.
             self.ack_batch = None
-        for conn in dict.fromkeys(owed):  # each once, in arrival order
-            if conn.state is not S.CLOSED:
-                conn._push(now)
-                conn._flush_ack(now)
-                conn._rearm()
+            for conn in dict.fromkeys(owed):  # each once, in arrival order
+                if conn.state is not S.CLOSED:
+                    conn._push(now)
+                    conn._flush_ack(now)
+                    conn._rearm()
 
     def receive(self, packet: bytes | memoryview, now: int) -> None:
         """A packet arrived from the network."""
