@@ -539,3 +539,19 @@ def test_describe_and_format_options():
     assert format_options([Opt(76, b"ab"), Opt(30, b"\x01"), Opt(254, b""), EOL]) == (
         "unknown-76 0x6162,mptcp 0x01,exp,eol"
     )
+
+
+def test_option_lookups_with_and_without_the_linux_layout():
+    from tcpstack.wire.tcp import Opt, Segment
+
+    ts = Opt(8, (5, 6))
+    sack = Opt(5, ((100, 200),))
+    nop = Opt(1, None)
+    linux = Segment(1, 2, 3, 4, 0x10, 5, 0, (nop, nop, ts))
+    assert linux.ts == (5, 6) and linux.sack_blocks == ()
+    # Three options that only look like the fast layout: scanned in full.
+    odd = Segment(1, 2, 3, 4, 0x10, 5, 0, (sack, nop, ts))
+    assert odd.ts == (5, 6) and odd.sack_blocks == ((100, 200),)
+    sacked = Segment(1, 2, 3, 4, 0x10, 5, 0, (nop, nop, ts, nop, nop, sack))
+    assert sacked.ts == (5, 6) and sacked.sack_blocks == ((100, 200),)
+    assert Segment(1, 2, 3, 4, 0x10, 5, 0, (nop, nop, sack)).ts is None

@@ -266,14 +266,20 @@ class Segment:
 
     @property
     def sack_blocks(self) -> tuple[tuple[int, int], ...]:
-        for kind, value in self.options:
+        opts = self.options
+        if len(opts) == 3 and opts[0][0] == opts[1][0] == OPT_NOP and opts[2][0] == OPT_TS:
+            return ()  # Linux's NOP, NOP, TS on every data segment and ACK: no SACK
+        for kind, value in opts:
             if kind == OPT_SACK:
                 return cast("tuple[tuple[int, int], ...]", value)
         return ()
 
     @property
     def ts(self) -> tuple[int, int] | None:
-        for kind, value in self.options:
+        opts = self.options
+        if len(opts) == 3 and opts[0][0] == opts[1][0] == OPT_NOP and opts[2][0] == OPT_TS:
+            return cast("tuple[int, int]", opts[2][1])  # NOP, NOP, TS: the common case
+        for kind, value in opts:
             if kind == OPT_TS:
                 return cast("tuple[int, int]", value)
         return None
