@@ -8,13 +8,14 @@ reordering timer.  The RTO is 200 ms (the minimum).
 
 from __future__ import annotations
 
-from tcpstack.tcp import Stack
+from tcpstack.tcp import FixedIsn, Stack
 from tcpstack.tcp.sack import NO_SACKS
 
 from .conftest import (
     ACK,
     IRS,
     ISS,
+    LOCAL,
     MSS,
     PSH,
     SACK_PERM,
@@ -156,3 +157,17 @@ def test_after_reordering_was_seen_reo_wnd_holds_in_recovery_and_dsack_widens_it
     peer.send(T0 + 30_000, seg(IRS + 1, C + 3 * MSS, ACK, opts=dsack))
     assert conn.sb is rk and rk.mult == 2 and rk.persist == 16
     assert conn._rack_reo_wnd(rk) == 5_000
+
+
+def test_a_gso_super_segment_is_one_transmission_and_only_its_lost_part_is_resent():
+    stack = Stack([LOCAL], plain_config(tcp_sack=1, tcp_recovery=1), isn=FixedIsn(ISS), seed=1,
+                  ts_offset=lambda key: 0, gso_max=65536)
+    peer = Peer(stack)
+    _, conn = established_server(stack, peer, opts=SACK_SYN, synack_opts=SACK_SYNACK, rtt=T0)
+    conn.send(b"x" * (10 * MSS), T0)
+    assert len(stack.transmit_gso()) == 1  # ten MSS in one super-segment
+    assert list(conn.sb.rec_end) == [10 * MSS]  # one unit in RACK's log
+    # The device cut it; the first packet was lost and the other nine are SACKed.
+    r = peer.send(T0 + 10_000, seg(IRS + 1, C, ACK, opts=sack((MSS, 10 * MSS))))
+    assert r == [data(0)]
+    assert list(conn.sb.rec_end) == [MSS, 10 * MSS]  # split where the retransmission ended
