@@ -58,6 +58,7 @@ class Config:
     tcp_base_mss: int = 1024
     tcp_slow_start_after_idle: int = 1  # RFC 5681 §4.1 restart window after an idle RTO
     tcp_early_retrans: int = 3  # 3: tail loss probes (RFC 8985 §7) with SACK, as Linux; 0 off
+    tcp_recovery: int = 0  # 1 (bit 0): RACK loss detection (RFC 8985 §6) with SACK, Linux's default; 0: RFC 6675 DupThresh
     tcp_delack_min_ms: int = 40  # Linux TCP_DELACK_MIN (no sysctl there)
     tcp_delack_max_ms: int = 200  # Linux TCP_DELACK_MAX (no sysctl there)
     # --- timers -------------------------------------------------------------------
@@ -153,6 +154,7 @@ class Config:
             "tcp_slow_start_after_idle": (0, 1),
             "tcp_ecn": (0, 2),
             "tcp_early_retrans": (0, 4),
+            "tcp_recovery": (0, 7),  # Linux's bits: 1 RACK, 2 static reo_wnd, 4 no DupThresh
             "tcp_syn_retries": (1, 127),
             "tcp_synack_retries": (0, 255),
             "tcp_retries2": (0, 255),

@@ -44,6 +44,7 @@ from .congestion import create as create_cc
 from .icmp import ERROR as ICMP_ERROR
 from .icmp import IPV4_MIN_PMTU, IPV6_MIN_MTU
 from .icmp import PMTU as ICMP_PMTU
+from .rack import PERSIST_RECOVERIES, Rack
 from .recvbuf import RecvBuffer
 from .rto import RtoEstimator
 from .sack import NO_SACKS, Scoreboard
@@ -73,6 +74,14 @@ PUSH_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S
 ECT0 = 0b10  # RFC 3168 §5: ECT(0) in the ECN field (the TOS octet's low two bits)
 SYN_RETRY_AFTER_RST_US = 2_000  # Linux TCP_TIMEOUT_MIN: 2 jiffies (HZ=1000)
 NEED_RESET = frozenset({S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT})
+# What rtx_at is when it is not the RTO (Connection.pto; Linux's icsk_pending).
+PTO = 1  # a tail loss probe timeout (RFC 8985 §7.2)
+REO = 2  # the RACK reordering timer (RFC 8985 §6.3)
+RACK_TIMER_SLACK_US = 2_000  # Linux adds TCP_TIMEOUT_MIN (2 jiffies) to the reordering timeout
+# tcp_recovery bits (Linux's TCP_RACK_*)
+RACK_LOSS_DETECTION = 1
+RACK_STATIC_REO_WND = 2
+RACK_NO_DUPTHRESH = 4
 
 
 def default_mss(remote: str) -> int:
@@ -193,10 +202,13 @@ class Connection:
         self.high_rxt = 0  # RFC 6675 HighRxt, as a stream offset
         self.sack_recent: list[int] | None = None  # offsets of recent out-of-order arrivals (RFC 2018 §4)
         self.dsack: tuple[int, int] | None = None  # a duplicate to report (RFC 2883)
-        # Tail loss probe (RFC 8985 §7): rtx_at is a probe timeout (PTO) while pto
-        # is set; tlp is (TLP.end_seq, whether the probe was a retransmission) for
-        # the episode in progress, or None.
-        self.pto = False
+        # Tail loss probe (RFC 8985 §7): rtx_at is a probe timeout while pto is
+        # PTO, RACK's reordering timeout (§6.3) while it is REO, else the RTO; tlp
+        # is (TLP.end_seq, whether the probe was a retransmission) for the
+        # episode in progress, or None.  With RACK (tcp_recovery) sb is a
+        # rack.Rack while data is in flight: the scoreboard and the log of
+        # transmissions RACK needs.
+        self.pto = 0
         self.tlp: tuple[int, bool] | None = None
 
         self.irs = self.rcv_nxt = self.rcv_up = self.rcv_adv = self.last_ack_sent = 0
@@ -884,7 +896,10 @@ class Connection:
             self._new_ack(seg, ack, now)
         elif ack == self.snd_una:
             self._maybe_dupack(seg, now, sacked_new)
-        if self.sack_ok and not self.in_recovery and self.sb.sacked:
+        sb = self.sb
+        if sb.is_rack:
+            self._rack_on_ack(cast(Rack, sb), now)
+        elif self.sack_ok and not self.in_recovery and sb.sacked:
             self._maybe_enter_sack_recovery(now)
 
         # Update the send window (§3.10.7.4 fifth, ESTABLISHED).
@@ -931,9 +946,13 @@ class Connection:
         if self.fin_queued and seq.gt(ack, self.fin_seq):
             data_acked -= 1  # the FIN's sequence number carries no data
         if data_acked > 0:
+            sb = self.sb
+            if sb.is_rack:
+                if cast(Rack, sb).acked(self.sendbuf.head + data_acked, now, self.rtt.min_rtt):
+                    self.stack.mib.TCPSACKReorder += 1
             self.sendbuf.ack(data_acked)
-            if self.sb.sacked:
-                self.sb.advance(self.sendbuf.head)
+            if sb.sacked:
+                sb.advance(self.sendbuf.head)
         self.snd_una = ack
         if seq.lt(self.rtx_nxt, ack):
             self.rtx_nxt = ack
@@ -963,6 +982,13 @@ class Connection:
                 self.in_recovery = False
                 self.dupacks = 0
                 self.cc.on_exit_recovery(flight)
+                sb = self.sb
+                if sb.is_rack:
+                    rk = cast(Rack, sb)
+                    if rk.persist:  # RFC 8985 §6.2 step 4: reo_wnd_mult lasts 16 recoveries
+                        rk.persist -= 1
+                        if not rk.persist:
+                            rk.mult = 1
             elif self.sack_ok:
                 pass  # RFC 6675: the pipe shrank; _push sends what the window now allows
             else:
@@ -980,9 +1006,12 @@ class Connection:
                 self.cc.on_ack(data_acked, flight, now, rtt_us or self.rtt.srtt)
         # RFC 6298 (5.2)/(5.3): all acked -> stop the timer; else restart it
         # (or schedule a loss probe, RFC 8985 §7.2, as Linux's tcp_set_xmit_timer).
-        self.pto = False
+        self.pto = 0
         if self.snd_una == self.snd_nxt:
             self.rtx_at = None
+            sb = self.sb
+            if sb.is_rack and not self.in_recovery and cast(Rack, sb).pristine:
+                self.sb = NO_SACKS  # nothing in flight: an idle TCB keeps no log
         else:
             self.rtx_at = now + self.rtt.rto
             if self.sack_ok:
@@ -1029,10 +1058,14 @@ class Connection:
         head = self.sendbuf.head
         una, nxt = self.snd_una, self.snd_nxt
         new = 0
+        rk = cast(Rack, self.sb) if self.sb.is_rack else None
+        high = -1
         for left, right in blocks:
             # RFC 2883: a block below SND.UNA (or the cumulative ACK) is a D-SACK.
             if seq.le(right, seg.ack) or seq.le(right, una):
                 self.stack.mib.TCPDSACKRecv += 1
+                if rk is not None:
+                    rk.dsack = True
                 if self.tlp is not None and right == self.tlp[0] and self.tlp[1]:
                     self.tlp = None  # RFC 8985 §7.4.2: the probe was a duplicate, no loss
                 continue
@@ -1046,6 +1079,13 @@ class Connection:
             sb = self.sb
             if sb is NO_SACKS:
                 sb = self.sb = Scoreboard()  # the first SACK block this connection sees
+            if rk is not None:
+                # RACK_update (RFC 8985 §6.2) with what this block newly SACKs.
+                if high < 0:
+                    high = rk.highest() or head
+                for ps, pe in rk.unsacked(s, e):
+                    if rk.sacked_range(ps, pe, now, self.rtt.min_rtt, high):
+                        self.stack.mib.TCPSACKReorder += 1
             got = sb.add(s, e)
             if got < 0:
                 self.stack.mib.TCPSACKDiscard += 1
@@ -1061,16 +1101,75 @@ class Connection:
         # A loss at RecoveryPoint itself is a new episode (HighACK > the highest
         # sequence number sent, which is RecoveryPoint - 1 here).
         if (self.dupacks >= 3 or lost_head) and seq.ge(self.snd_una, self.recover):
-            self.recover = self.snd_nxt  # RecoveryPoint = HighData
-            self.in_recovery = True
-            self.tlp = None  # recovery takes over from the probe
-            self.high_rxt = self.sendbuf.head
-            flight = seq.diff(self.snd_nxt, self.snd_una)
-            self.cc.on_enter_recovery(flight, now)
-            self.cc.cwnd = self.cc.ssthresh  # RFC 6675 §5 (4.2): cwnd = ssthresh; the pipe does the rest
-            self.stack.mib.TCPSackRecovery += 1
-            self.stack.mib.TCPFastRetrans += 1
-            self.stack._emit(now, self, ev.INFO, "SACK loss recovery (RFC 6675)")
+            self._enter_sack_recovery(now, "SACK loss recovery (RFC 6675)")
+
+    def _enter_sack_recovery(self, now: int, why: str) -> None:
+        self.recover = self.snd_nxt  # RecoveryPoint = HighData
+        self.in_recovery = True
+        self.tlp = None  # recovery takes over from the probe
+        self.high_rxt = self.sendbuf.head
+        flight = seq.diff(self.snd_nxt, self.snd_una)
+        self.cc.on_enter_recovery(flight, now)
+        self.cc.cwnd = self.cc.ssthresh  # RFC 6675 §5 (4.2): cwnd = ssthresh; the pipe does the rest
+        self.stack.mib.TCPSackRecovery += 1
+        self.stack.mib.TCPFastRetrans += 1
+        self.stack._emit(now, self, ev.INFO, why)
+
+    # -- RACK (RFC 8985 §6) ----------------------------------------------------------
+    def _rack_reo_wnd(self, rk: Rack) -> int:
+        """RFC 8985 §6.2 step 4's reordering window, as Linux's tcp_rack_reo_wnd:
+        0 while no reordering was seen and either in recovery or with DupThresh
+        segments SACKed (unless tcp_recovery has bit 4); else min_rtt/4 times the
+        D-SACK-adapted multiplier, at most SRTT."""
+        if not rk.reord:
+            if self.in_recovery:
+                return 0
+            if rk.sacked >= 3 * self.eff_mss() and not self.config.tcp_recovery & RACK_NO_DUPTHRESH:
+                return 0
+        return min((self.rtt.min_rtt >> 2) * rk.mult, self.rtt.srtt)
+
+    def _rack_on_ack(self, rk: Rack, now: int) -> None:
+        """After an ACK's RACK_update: adapt reo_wnd to D-SACKs (§6.2 step 4), then
+        RACK_detect_loss (step 5) when the ACK delivered something and there is
+        SACK information or a recovery in progress (Linux: a "dubious" ACK)."""
+        if rk.dsack_round is not None and rk.base >= rk.dsack_round:
+            rk.dsack_round = None
+        if rk.dsack:
+            rk.dsack = False
+            if rk.dsack_round is None and not self.config.tcp_recovery & RACK_STATIC_REO_WND:
+                rk.dsack_round = self.sendbuf.head + seq.diff(self.snd_nxt, self.snd_una)
+                rk.mult = min(rk.mult + 1, 0xFF)
+                rk.persist = PERSIST_RECOVERIES
+        if rk.advanced and (rk.sacked or rk.nlost or self.in_recovery):
+            self._rack_detect(rk, now)
+
+    def _rack_detect(self, rk: Rack, now: int) -> int:
+        """RACK_detect_loss; a loss starts recovery (Linux: tcp_rack_mark_lost, then
+        tcp_time_to_recover sees lost_out); segments not yet old enough arm the
+        reordering timer (§6.3).  Returns how many were newly marked lost."""
+        new, lost_rtx, timeout = rk.detect(now, self._rack_reo_wnd(rk))
+        if lost_rtx:
+            self.stack.mib.TCPLostRetransmit += lost_rtx
+        if rk.nlost and not self.in_recovery and seq.ge(self.snd_una, self.recover):
+            self._enter_sack_recovery(now, "RACK loss recovery (RFC 8985)")
+        if timeout:
+            at = now + timeout + RACK_TIMER_SLACK_US
+            if self.rtx_at is None or self.pto or at < self.rtx_at:
+                self.rtx_at = at
+                self.pto = REO
+        return new
+
+    def _on_reo_timeout(self, now: int) -> None:
+        """RFC 8985 §6.3 (Linux's tcp_rack_reo_timeout): detect again; send what is
+        now lost; the RTO runs again unless the timer was re-armed."""
+        sb = self.sb
+        if self.snd_una == self.snd_nxt or self.state not in PUSH_STATES or not sb.is_rack:
+            return
+        self.stack._emit(now, self, ev.TIMER, "RACK reordering timeout (RFC 8985)")
+        if self._rack_detect(cast(Rack, sb), now):
+            self._push(now)
+        if self.rtx_at is None:
+            self.rtx_at = now + self.rtt.rto
 
     def _pipe(self, lost_holes: list[tuple[int, int]]) -> int:
         """RFC 6675 SetPipe(), in bytes: outstanding, less SACKed, less what is
@@ -1087,6 +1186,8 @@ class Connection:
         cwnd - pipe allows.  Returns the pipe after sending."""
         mss = self.eff_mss()
         sb = self.sendbuf
+        if self.sb.is_rack:
+            return self._rack_retransmit(cast(Rack, self.sb), mss, now)
         holes = self.sb.lost_holes(sb.head, 2 * mss)
         pipe = self._pipe(holes)
         for s, e in holes:
@@ -1106,6 +1207,31 @@ class Connection:
                 break
         return pipe
 
+    def _rack_retransmit(self, rk: Rack, mss: int, now: int) -> int:
+        """NextSeg() rule 1 with RACK's marks: retransmit what RACK marked lost,
+        lowest first, while cwnd - pipe allows.  The pipe is Linux's in-flight
+        count in bytes: outstanding, less SACKed, less marked lost and not yet
+        retransmitted.  Returns the pipe after sending."""
+        holes = rk.lost_ranges()
+        lost = 0
+        for s, e in holes:
+            lost += e - s
+        pipe = max(seq.diff(self.snd_nxt, self.snd_una) - rk.sacked - lost, 0)
+        sb = self.sendbuf
+        cwnd = self.cc.cwnd
+        for s, e in holes:
+            off = s
+            while off < e and cwnd - pipe >= mss:
+                n = min(mss, e - off, sb.tail - off)
+                if n <= 0:
+                    break
+                self._send_retransmission(seq.add(self.snd_una, off - sb.head), n, now)
+                off += n
+                pipe += n
+            if cwnd - pipe < mss:
+                break
+        return pipe
+
     def _send_retransmission(self, sseq: int, n: int, now: int) -> None:
         """Resend n data bytes starting at sseq (plus the FIN if it follows them)."""
         sb = self.sendbuf
@@ -1115,6 +1241,8 @@ class Connection:
         if self.fin_queued and seq.add(sseq, n) == self.fin_seq and seq.gt(self.snd_nxt, self.fin_seq):
             flags |= FIN
         seg = self._make_segment(sseq, flags, payload, now)
+        if n and self.sb.is_rack:
+            cast(Rack, self.sb).retransmitted(off, off + n, now)
         self.total_retrans += 1
         self.bytes_retrans += n
         self.stack.mib.RetransSegs += 1
@@ -1517,6 +1645,14 @@ class Connection:
         sent = False
         sack_recovery = self.in_recovery and self.sack_ok
         pipe = 0
+        # RACK's log of transmissions (RFC 8985 §6.1), made when a flight starts.
+        log: Scoreboard | None = self.sb
+        if log is not None and not log.is_rack:
+            if (log is NO_SACKS and self.sack_ok and self.config.tcp_recovery & RACK_LOSS_DETECTION
+                    and snd_una == self.snd_nxt):
+                log = self.sb = Rack(sb.head)
+            else:
+                log = None
         if sack_recovery:
             pipe = self._sack_retransmit(now)
         while True:
@@ -1580,11 +1716,17 @@ class Connection:
                 self.total_retrans += 1
                 self.bytes_retrans += n
                 self.stack.mib.RetransSegs += 1
+                if n and log is not None:
+                    off = sb.head + seq.diff(sseq, snd_una)
+                    cast(Rack, log).retransmitted(off, off + n, now)
             else:
                 if n:
                     self.stack.mib.TCPOrigDataSent += 1
                     if self.rtt_seq is None:
                         self.rtt_seq, self.rtt_time = sseq, now
+                    if log is not None:
+                        cast(Rack, log).rec_end.append(sb.head + seq.diff(sseq, snd_una) + n)
+                        cast(Rack, log).rec_ts.append(now << 2)
                 self.snd_nxt = end
                 self.rtx_nxt = end
                 if n < mss:
@@ -1689,9 +1831,12 @@ class Connection:
                 self._send_ack(now)
         if self.rtx_at is not None and self.rtx_at <= now:
             self.rtx_at = None
-            if self.pto:
-                self.pto = False
+            kind = self.pto
+            self.pto = 0
+            if kind == PTO:
                 self._on_probe_timeout(now)
+            elif kind == REO:
+                self._on_reo_timeout(now)
             else:
                 self._on_rto(now)
         if self.persist_at is not None and self.persist_at <= now:
@@ -1741,7 +1886,7 @@ class Connection:
         loss recovery and with no probe outstanding, arm a probe timeout of
         2*SRTT (plus the peer's worst-case delayed ACK, Linux's RTO minimum, when
         one segment is in flight; else 2 ms) if it comes before the RTO."""
-        if self.in_recovery or self.tlp is not None or self.config.tcp_early_retrans < 3:
+        if self.in_recovery or self.tlp is not None or self.config.tcp_early_retrans < 3 or self.pto == REO:
             return
         srtt = self.rtt.srtt
         if not srtt or self.state not in PUSH_STATES:
@@ -1751,10 +1896,10 @@ class Connection:
         rto_at = self.rtx_at if self.rtx_at is not None and not self.pto else now + self.rtt.rto
         if now + pto < rto_at:
             self.rtx_at = now + pto
-            self.pto = True
+            self.pto = PTO
         else:
             self.rtx_at = rto_at
-            self.pto = False
+            self.pto = 0
 
     def _on_probe_timeout(self, now: int) -> None:
         """RFC 8985 §7.3: send one segment of new data if the peer's window allows
@@ -1783,7 +1928,7 @@ class Connection:
             self._send_retransmission(seq.add(self.snd_una, data - n), n, now)
         self.tlp = (self.snd_nxt, retrans)
         self.stack.mib.TCPLossProbes += 1
-        self.pto = False
+        self.pto = 0
         self.rtx_at = now + self.rtt.rto
 
     def _on_rto(self, now: int) -> None:
@@ -1910,7 +2055,7 @@ class Connection:
             "delivered_ce": self.delivered_ce,
             "unacked": flight,
             "sacked": 0,
-            "lost": 0,
+            "lost": cast(Rack, self.sb).nlost if self.sb.is_rack else 0,  # RACK's marks not yet resent
             "retrans": seq.diff(self.snd_nxt, self.rtx_nxt) if seq.lt(self.rtx_nxt, self.snd_nxt) else 0,
             "retransmits": self.retries,
             "total_retrans": self.total_retrans,

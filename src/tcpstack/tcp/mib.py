@@ -42,6 +42,7 @@ TCPEXT_COUNTERS = (
     "TCPSACKReneging",
     "TCPFullUndo",
     "TCPLostRetransmit",
+    "TCPSACKReorder",
     "TCPRenoFailures",
     "TCPSackFailures",
     "TCPLossFailures",
@@ -159,6 +160,7 @@ class Mib:
     TCPSACKReneging: int
     TCPFullUndo: int
     TCPLostRetransmit: int
+    TCPSACKReorder: int
     TCPRenoFailures: int
     TCPSackFailures: int
     TCPLossFailures: int

@@ -20,6 +20,8 @@ _NONE: list[int] = ()  # type: ignore[assignment]  # never mutated: replaced on 
 
 class Scoreboard:
     __slots__ = ("starts", "ends", "sacked")
+    is_rack = False  # rack.Rack: this scoreboard also keeps the per-transmission log
+
 
     def __init__(self) -> None:
         # Shared empty tuples until the first block: most connections never see
@@ -119,6 +121,22 @@ class Scoreboard:
             if starts[k] > lo and above > threshold:
                 out.append((lo, starts[k]))
         out.reverse()
+        return out
+
+    def unsacked(self, s: int, e: int) -> list[tuple[int, int]]:
+        """The parts of [s, e) not SACKed, lowest first."""
+        starts, ends = self.starts, self.ends
+        out = []
+        k = bisect_right(ends, s)
+        cur = s
+        while cur < e:
+            if k < len(starts) and starts[k] <= cur:
+                cur = ends[k]
+                k += 1
+                continue
+            nxt = starts[k] if k < len(starts) and starts[k] < e else e
+            out.append((cur, nxt))
+            cur = nxt
         return out
 
     def is_sacked(self, off: int) -> bool:
