@@ -1064,6 +1064,11 @@ class Connection:
             self.recover = self.snd_nxt  # RecoveryPoint = HighData
             self.in_recovery = True
             self.tlp = None  # recovery takes over from the probe
+            if self.pto:
+                # ... and from its timeout: the timer is the RTO again, from the
+                # head's retransmission (RFC 8985 §7.2; Linux: tcp_xmit_retransmit_queue).
+                self.pto = False
+                self.rtx_at = now + self.rtt.rto
             self.high_rxt = self.sendbuf.head
             flight = seq.diff(self.snd_nxt, self.snd_una)
             self.cc.on_enter_recovery(flight, now)
