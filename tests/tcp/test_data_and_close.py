@@ -315,6 +315,18 @@ def test_interactive_mode_delays_acks_until_the_timer_fires_once(stack, peer):
     assert peer.send(80_000, seg(P + 200, C + 100, PSH | ACK, payload=b"c" * 100)) == [out(C + 100, P + 300, ACK)]
 
 
+def test_a_send_before_any_data_arrived_is_no_reply_even_early_on_the_clock(stack, peer):
+    # Interactive mode needs a reply within ato of received data; before the first
+    # data Linux's ato is 0, so no send makes the connection interactive -- however
+    # close to time 0 it happens.  The response is then ACKed at once (quick ACK),
+    # as it is when the same exchange starts later on the clock.
+    conn = established_client(stack, peer)
+    conn.send(b"GET", 2000)
+    assert peer.recv() == [out(C, P, PSH | ACK, payload=b"GET")]
+    assert not conn.pingpong
+    assert peer.send(3000, seg(P, C + 3, PSH | ACK, payload=b"resp")) == [out(C + 3, P + 4, ACK)]
+
+
 def test_close_wait_is_held_until_the_application_closes(stack, peer):
     lst, conn = established_server(stack, peer)
     peer.send(2000, seg(P, C, FIN | ACK))

@@ -207,7 +207,7 @@ class Connection:
         # data within the delayed-ACK timeout, ACKs are delayed so they ride on
         # replies; lrcvtime is when in-order data last arrived (tcp_event_data_recv).
         self.pingpong = False
-        self.lrcvtime = 0
+        self.lrcvtime = -(1 << 62)  # no data yet: no send is a reply (Linux's ato is 0 until then)
         self.delack_segs = 0
         self.rcv_fin_seq: int | None = None
 
