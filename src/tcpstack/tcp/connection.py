@@ -971,6 +971,10 @@ class Connection:
                 self._retransmit_head(now)
         else:
             self.dupacks = 0
+            if seq.lt(self.recover, ack):
+                # recover follows SND.UNA once passed, so that it never falls 2^31
+                # behind (where SND.UNA >= recover would read false for 2 GiB).
+                self.recover = ack
             e = self.ecn
             cwr = e is not None and e.cwr_high is not None
             if cwr and e is not None and e.cwr_high is not None and seq.gt(ack, e.cwr_high):
