@@ -20,6 +20,7 @@ from .conftest import (
     SYN,
     URG,
     C,
+    Opt,
     P,
     Peer,
     State,
@@ -152,6 +153,23 @@ def test_a_loss_right_at_the_recovery_point_is_a_new_fast_retransmit(stack, peer
     assert stack.mib.TCPFastRetrans == 2 and stack.mib.TCPTimeouts == 0
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "connection.py _new_ack calls cc.on_ack on every ACK, also when the flight never fills cwnd: an "
+    "application-limited sender's cwnd grows without bound (here 10 -> 110 segments while 2 are ever in "
+    "flight); Linux grows it only when cwnd-limited (tcp_is_cwnd_limited: in slow start while cwnd < "
+    "2 * max_packets_out), RFC 7661 likewise; with the L=2*SMSS cap gone, stretch ACKs inflate it faster"))
+def test_an_application_limited_sender_does_not_inflate_cwnd(stack, peer):
+    conn = established_client(stack, peer)
+    assert conn.cc.cwnd == 10 * 1460
+    now = 2000
+    for _ in range(50):  # two segments per round trip, each round acknowledged
+        conn.send(b"a" * 2920, now)
+        assert len(peer.recv()) == 2
+        now += 10_000
+        peer.send(now, seg(P, conn.snd_nxt, ACK))
+    assert conn.cc.cwnd == 10 * 1460
+
+
 def test_zero_window_persist_probe_and_reopen(stack, peer):
     conn = established_client(stack, peer)
     peer.send(2000, seg(P, C, ACK, win=0))  # the peer closes its window
@@ -218,6 +236,86 @@ def test_sequence_numbers_wrap():
     assert conn.recv(100, 31) == b"wrapping-data"
     assert conn.snd_una == (iss + 21) & 0xFFFFFFFF
     assert len(conn.sendbuf) == 0
+
+
+class _OffloadPeer:
+    """The remote end of a stack with checksum offload, for conversations of
+    gigabytes: packets carry only the pseudo-header sum both ways."""
+
+    def __init__(self, config, gso_max: int = 0) -> None:
+        from .conftest import LOCAL
+
+        self.local = LOCAL
+        self.stack = Stack([LOCAL], config, isn=FixedIsn(ISS), seed=1, ts_offset=lambda k: 0,
+                           checksum_offload=True, gso_max=gso_max)
+        self.conn = self.stack.connect(REMOTE, RPORT, 0, local_port=LPORT)
+        self.recv()
+        # The peer offers window scale 7: windows of up to 8 MiB.
+        self.send(1000, seg(IRS, ISS + 1, SYN | ACK, opts=MSS_OPT + (Opt(1, None), Opt(3, 7))))
+        self.recv()
+        assert self.conn.state is State.ESTABLISHED
+
+    def send(self, now: int, segment) -> None:
+        from tcpstack.wire.ip import build_ip_tcp
+
+        self.stack.receive(build_ip_tcp(REMOTE, self.local, segment, 64, 0, True), now)
+
+    def recv(self) -> list:
+        from tcpstack.wire.ip import parse_ip_tcp
+
+        return [parse_ip_tcp(p, False)[2] for p in self.stack.transmit()]
+
+
+GIB2 = 1 << 31  # half the sequence space
+
+
+def test_fast_retransmit_after_more_than_2_31_bytes_without_a_loss():
+    # recover (RFC 6582) starts at ISS and only moved at a loss: 2^31 bytes later,
+    # SND.UNA >= recover read as false in sequence space and three duplicate ACKs
+    # no longer started a fast retransmit (the next 2 GiB waited for the RTO).
+    cfg = plain_config(tcp_window_scaling=1, tcp_congestion_control="newreno")
+    peer = _OffloadPeer(cfg, gso_max=65536)
+    conn = peer.conn
+    chunk = b"x" * (1 << 20)
+    now = 2000
+    for _ in range(2 * GIB2 // len(chunk)):  # a MiB written per round trip, all delivered
+        if (conn.snd_una - C) % (1 << 32) > GIB2 and conn.snd_una == conn.snd_nxt:
+            break
+        if len(conn.sendbuf) < len(chunk):
+            conn.send(chunk, now)
+        peer.recv()
+        now += 1000
+        peer.send(now, seg(P, conn.snd_nxt, ACK))
+    assert (conn.snd_una - C) % (1 << 32) > GIB2 and conn.snd_una == conn.snd_nxt
+    una = conn.snd_una
+    conn.send(b"y" * (6 * 1460), now)
+    assert len(peer.recv()) == 1  # one GSO super-segment of six MSS
+    for i in range(3):  # the first of them was lost
+        peer.send(now + 1000 + i, seg(P, una, ACK))
+    assert conn.in_recovery
+    assert [(s.seq, len(s.payload)) for s in peer.recv()] == [(una, 1460)]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "connection.py urgent_offset/_process_text_and_fin: RCV.UP stays at IRS+1 while no urgent data "
+    "arrives; after 2^31 bytes read, seq.diff(RCV.UP, consumed) turns positive (a phantom urgent mark "
+    "2^31 ahead, which reads and POLLPRI then count down to near 4 GiB) and max(RCV.UP, SEG.UP) in "
+    "sequence space ignores every real urgent pointer for the next 2^31 bytes"))
+def test_urgent_state_survives_more_than_2_31_bytes_read():
+    peer = _OffloadPeer(plain_config(tcp_window_scaling=1))
+    conn = peer.conn
+    payload = b"d" * 65000
+    nxt, now = P, 2000
+    for _ in range(GIB2 // len(payload) + 2):
+        peer.send(now, seg(nxt, C, ACK, payload=payload))
+        assert conn.recv(1 << 20, now) == payload
+        peer.recv()
+        nxt += len(payload)
+        now += 10
+    assert (nxt - P) > GIB2
+    assert conn.urgent_offset is None  # no urgent data was ever sent
+    peer.send(now, seg(nxt, C, ACK | PSH | URG, payload=b"xy", urg=2))
+    assert conn.urgent_offset == 1  # the mark is the second byte, as with a fresh connection
 
 
 # ---------------------------------------------------------------- RFC 5961
@@ -313,6 +411,18 @@ def test_interactive_mode_delays_acks_until_the_timer_fires_once(stack, peer):
     assert peer.poll(69_999) == []
     assert peer.poll(70_000) == [out(C + 100, P + 200, ACK)]  # the delayed-ACK timer: leave the mode
     assert peer.send(80_000, seg(P + 200, C + 100, PSH | ACK, payload=b"c" * 100)) == [out(C + 100, P + 300, ACK)]
+
+
+def test_a_send_before_any_data_arrived_is_no_reply_even_early_on_the_clock(stack, peer):
+    # Interactive mode needs a reply within ato of received data; before the first
+    # data Linux's ato is 0, so no send makes the connection interactive -- however
+    # close to time 0 it happens.  The response is then ACKed at once (quick ACK),
+    # as it is when the same exchange starts later on the clock.
+    conn = established_client(stack, peer)
+    conn.send(b"GET", 2000)
+    assert peer.recv() == [out(C, P, PSH | ACK, payload=b"GET")]
+    assert not conn.pingpong
+    assert peer.send(3000, seg(P, C + 3, PSH | ACK, payload=b"resp")) == [out(C + 3, P + 4, ACK)]
 
 
 def test_close_wait_is_held_until_the_application_closes(stack, peer):

@@ -220,6 +220,70 @@ def test_ece_on_an_unacceptable_ack_is_ignored(estack: Stack, epeer: EcnPeer) ->
     assert conn.cc.cwnd == cwnd and conn.cwr_high is None
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "stack.py receive calls Connection.on_ecn before on_segment's sequence check (RFC 9293 §3.10.7.4 "
+    "first): an ECE on a segment outside the receive window reduces cwnd and counts TCPDeliveredCE, and "
+    "CE on out-of-window data starts the ECE echo; Linux reacts only to segments tcp_validate_incoming "
+    "accepted (tcp_ack, tcp_ecn_check_ce in tcp_data_queue)"))
+def test_ecn_signals_on_a_segment_outside_the_window_are_ignored(estack: Stack, epeer: EcnPeer) -> None:
+    conn = ecn_client(estack, epeer)
+    conn.send(b"z" * (4 * MSS), 2000)
+    epeer.recv()
+    cwnd = conn.cc.cwnd
+    far = P + 1_000_000  # far outside the receive window
+    # An ECE "ACK" whose sequence number fails the acceptability test: only the
+    # duplicate ACK §3.10.7.4 asks for, no congestion response.
+    r = epeer.send_tos(3000, seg(far, C + MSS, ACK | ECE), 0)
+    assert r == [(out(C + 4 * MSS, P, ACK), 0)]
+    assert conn.cc.cwnd == cwnd and conn.cwr_high is None and estack.mib.TCPDeliveredCE == 0
+    # CE-marked data outside the window: dropped, and not echoed.
+    r = epeer.send_tos(3001, seg(far, C, ACK, payload=b"a" * 10), CE)
+    assert r == [(out(C + 4 * MSS, P, ACK), 0)]
+    assert not conn.ecn_demand_cwr
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "connection.py: only an ECE reduction queues CWR (ecn_queue_cwr in on_ecn); RFC 3168 §6.1.2 sets CWR on "
+    "the first new data after a window reduction for any reason (fast retransmit, RTO), as Linux's "
+    "tcp_init_cwnd_reduction / tcp_enter_loss (tcp_ecn_queue_cwr)"))
+def test_cwr_follows_a_fast_retransmit_reduction_too(estack: Stack, epeer: EcnPeer) -> None:
+    conn = ecn_client(estack, epeer)
+    conn.send(b"z" * (10 * MSS), 2000)
+    assert len(epeer.recv()) == 10
+    for i in range(3):
+        r = epeer.send_tos(3000 + i, seg(P, C, ACK), 0)
+    assert conn.in_recovery and [(s.seq, len(s.payload)) for s, _ in r] == [(C, MSS)]
+    # New data after the reduction (one more duplicate ACK lets it out): CWR on it.
+    conn.send(b"n" * MSS, 3100)
+    sent = epeer.recv_tos()
+    for i in range(4):
+        sent += epeer.send_tos(3101 + i, seg(P, C, ACK), 0)
+    ((new, tos),) = sent
+    assert new.seq == C + 10 * MSS and tos == ECT0
+    assert new.flags & (CWR | ECE) == CWR
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "connection.py _maybe_enter_sack_recovery/_maybe_dupack: a loss in the window an ECE already reduced "
+    "(cwr_high set) reduces ssthresh again (CUBIC: 0.7 * 0.7); RFC 3168 §6.1.2 reduces once per window "
+    "for CE and losses together, and Linux's tcp_enter_recovery skips tcp_init_cwnd_reduction in CWR"))
+def test_a_loss_in_a_window_ecn_already_reduced_does_not_reduce_again() -> None:
+    stack = make_stack(plain_config(tcp_ecn=1, tcp_congestion_control="cubic"))
+    peer = EcnPeer(stack)
+    conn = ecn_client(stack, peer)
+    conn.send(b"z" * (10 * MSS), 2000)
+    assert len(peer.recv()) == 10
+    # The first segment is delivered CE-marked: the ACK echoes it, one reduction.
+    peer.send_tos(3000, seg(P, C + MSS, ACK | ECE), 0)
+    ssthresh = conn.cc.ssthresh
+    assert ssthresh == int(10 * MSS * 0.7) and conn.cwr_high == C + 10 * MSS
+    # The second segment of the same window was lost: three duplicate ACKs.
+    for i in range(3):
+        peer.send_tos(3001 + i, seg(P, C + MSS, ACK | ECE), 0)
+    assert conn.in_recovery
+    assert conn.cc.ssthresh == ssthresh
+
+
 def test_without_ecn_ece_means_nothing(stack: Stack, peer: Peer) -> None:
     conn = established_client(stack, peer)
     conn.send(b"z" * 1000, 2000)

@@ -6,6 +6,8 @@ the probe timeout for a flight of several segments is 2*SRTT + 2 ms = 22 ms.
 
 from __future__ import annotations
 
+import pytest
+
 from tcpstack.tcp import Stack
 
 from .conftest import (
@@ -114,3 +116,37 @@ def test_no_probe_without_sack_or_when_turned_off():
         peer.recv()
         assert peer.poll(T0 + 199_999) == [], cfg
         assert stack.mib.TCPLossProbes == 0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "connection.py _new_ack: the TLP episode ends with a loss on SEG.ACK >= TLP.end_seq; RFC 8985 §7.4.2 "
+    "(TLP_process_ack) and Linux's tcp_process_tlp_ack call it a loss only on SEG.ACK > TLP.end_seq and "
+    "wait at equality for the probe's D-SACK (test_a_probe_that_repaired_a_loss_reduces_cwnd_once encodes "
+    "the >= reading)"))
+def test_an_ack_up_to_the_probe_end_waits_for_its_d_sack_before_calling_it_a_loss():
+    stack, peer, conn, cwnd = probed_flight()
+    # The ACK of the original last segment (it was only late) covers the flight
+    # exactly: TLP.end_seq.  Not yet a loss: the probe's D-SACK may follow.
+    assert peer.send(T0 + 32_000, seg(IRS + 1, ISS + 3001, ACK)) == []
+    assert stack.mib.TCPLossProbeRecovery == 0 and conn.cc.cwnd >= cwnd
+    # It does: the probe was a duplicate, nothing was lost.
+    dsack = (Opt(5, (((ISS + 2921) & 0xFFFFFFFF, (ISS + 3001) & 0xFFFFFFFF),)),)
+    assert peer.send(T0 + 32_001, seg(IRS + 1, ISS + 3001, ACK, opts=dsack)) == []
+    assert stack.mib.TCPLossProbeRecovery == 0 and conn.cc.cwnd >= cwnd and conn.tlp is None
+
+
+def test_no_loss_probe_once_sack_recovery_has_begun():
+    # Ten segments out; the peer SACKs the 2nd to the 5th (the 1st is lost): SACK
+    # recovery retransmits the first at once.  The probe timeout armed for the
+    # flight (T0 + 22 ms) must not fire inside recovery (RFC 8985 §7.2: no probe
+    # during recovery; Linux re-arms the RTO when it retransmits the head).
+    stack, peer, conn = sack_server()
+    conn.send(b"x" * (10 * MSS), T0)
+    assert len(peer.recv()) == 10
+    for i in range(2, 5):
+        blk = (Opt(5, (((ISS + 1 + MSS) & 0xFFFFFFFF, (ISS + 1 + i * MSS) & 0xFFFFFFFF),)),)
+        r = peer.send(T0 + 5_000 + i, seg(IRS + 1, ISS + 1, ACK, opts=blk))
+    assert conn.in_recovery
+    assert [(s.seq - ISS - 1, len(s.payload)) for s in r] == [(0, MSS)]
+    assert peer.poll(T0 + 22_000) == []
+    assert stack.mib.TCPLossProbes == 0 and conn.tlp is None

@@ -219,7 +219,7 @@ class Connection:
         # data within the delayed-ACK timeout, ACKs are delayed so they ride on
         # replies; lrcvtime is when in-order data last arrived (tcp_event_data_recv).
         self.pingpong = False
-        self.lrcvtime = 0
+        self.lrcvtime = -(1 << 62)  # no data yet: no send is a reply (Linux's ato is 0 until then)
         self.delack_segs = 0
         self.rcv_fin_seq: int | None = None
 
@@ -997,6 +997,10 @@ class Connection:
                 self._retransmit_head(now)
         else:
             self.dupacks = 0
+            if seq.lt(self.recover, ack):
+                # recover follows SND.UNA once passed, so that it never falls 2^31
+                # behind (where SND.UNA >= recover would read false for 2 GiB).
+                self.recover = ack
             e = self.ecn
             cwr = e is not None and e.cwr_high is not None
             if cwr and e is not None and e.cwr_high is not None and seq.gt(ack, e.cwr_high):
@@ -1107,6 +1111,11 @@ class Connection:
         self.recover = self.snd_nxt  # RecoveryPoint = HighData
         self.in_recovery = True
         self.tlp = None  # recovery takes over from the probe
+        if self.pto == PTO:
+            # ... and from its timeout: the timer is the RTO again, from the
+            # head's retransmission (RFC 8985 §7.2; Linux: tcp_xmit_retransmit_queue).
+            self.pto = 0
+            self.rtx_at = now + self.rtt.rto
         self.high_rxt = self.sendbuf.head
         flight = seq.diff(self.snd_nxt, self.snd_una)
         self.cc.on_enter_recovery(flight, now)
