@@ -220,11 +220,6 @@ def test_ece_on_an_unacceptable_ack_is_ignored(estack: Stack, epeer: EcnPeer) ->
     assert conn.cc.cwnd == cwnd and conn.cwr_high is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "stack.py receive calls Connection.on_ecn before on_segment's sequence check (RFC 9293 §3.10.7.4 "
-    "first): an ECE on a segment outside the receive window reduces cwnd and counts TCPDeliveredCE, and "
-    "CE on out-of-window data starts the ECE echo; Linux reacts only to segments tcp_validate_incoming "
-    "accepted (tcp_ack, tcp_ecn_check_ce in tcp_data_queue)"))
 def test_ecn_signals_on_a_segment_outside_the_window_are_ignored(estack: Stack, epeer: EcnPeer) -> None:
     conn = ecn_client(estack, epeer)
     conn.send(b"z" * (4 * MSS), 2000)
@@ -242,10 +237,6 @@ def test_ecn_signals_on_a_segment_outside_the_window_are_ignored(estack: Stack, 
     assert not conn.ecn_demand_cwr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "connection.py: only an ECE reduction queues CWR (ecn_queue_cwr in on_ecn); RFC 3168 §6.1.2 sets CWR on "
-    "the first new data after a window reduction for any reason (fast retransmit, RTO), as Linux's "
-    "tcp_init_cwnd_reduction / tcp_enter_loss (tcp_ecn_queue_cwr)"))
 def test_cwr_follows_a_fast_retransmit_reduction_too(estack: Stack, epeer: EcnPeer) -> None:
     conn = ecn_client(estack, epeer)
     conn.send(b"z" * (10 * MSS), 2000)
@@ -263,10 +254,6 @@ def test_cwr_follows_a_fast_retransmit_reduction_too(estack: Stack, epeer: EcnPe
     assert new.flags & (CWR | ECE) == CWR
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "connection.py _maybe_enter_sack_recovery/_maybe_dupack: a loss in the window an ECE already reduced "
-    "(cwr_high set) reduces ssthresh again (CUBIC: 0.7 * 0.7); RFC 3168 §6.1.2 reduces once per window "
-    "for CE and losses together, and Linux's tcp_enter_recovery skips tcp_init_cwnd_reduction in CWR"))
 def test_a_loss_in_a_window_ecn_already_reduced_does_not_reduce_again() -> None:
     stack = make_stack(plain_config(tcp_ecn=1, tcp_congestion_control="cubic"))
     peer = EcnPeer(stack)

@@ -6,8 +6,6 @@ the probe timeout for a flight of several segments is 2*SRTT + 2 ms = 22 ms.
 
 from __future__ import annotations
 
-import pytest
-
 from tcpstack.tcp import Stack
 
 from .conftest import (
@@ -70,8 +68,13 @@ def test_probe_retransmits_the_last_segment_two_rtts_after_the_flight():
 
 def test_a_probe_that_repaired_a_loss_reduces_cwnd_once():
     stack, peer, conn, cwnd = probed_flight()
-    # The last segment had been lost: the probe completes the flight, no D-SACK.
+    # The last segment had been lost: the probe completes the flight, and no
+    # D-SACK comes; the next ACK, beyond the probe, settles it as a loss.
     assert peer.send(T0 + 32_000, seg(IRS + 1, ISS + 3001, ACK)) == []
+    assert stack.mib.TCPLossProbeRecovery == 0 and conn.tlp is not None
+    conn.send(b"y" * 100, T0 + 33_000)
+    assert len(peer.recv()) == 1
+    assert peer.send(T0 + 43_000, seg(IRS + 1, ISS + 3101, ACK)) == []
     assert stack.mib.TCPLossProbeRecovery == 1
     assert conn.cc.cwnd == conn.cc.ssthresh == 2920 < cwnd  # max(0.7 * 3000, 2 MSS)
     assert conn.tlp is None
@@ -118,11 +121,6 @@ def test_no_probe_without_sack_or_when_turned_off():
         assert stack.mib.TCPLossProbes == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "connection.py _new_ack: the TLP episode ends with a loss on SEG.ACK >= TLP.end_seq; RFC 8985 §7.4.2 "
-    "(TLP_process_ack) and Linux's tcp_process_tlp_ack call it a loss only on SEG.ACK > TLP.end_seq and "
-    "wait at equality for the probe's D-SACK (test_a_probe_that_repaired_a_loss_reduces_cwnd_once encodes "
-    "the >= reading)"))
 def test_an_ack_up_to_the_probe_end_waits_for_its_d_sack_before_calling_it_a_loss():
     stack, peer, conn, cwnd = probed_flight()
     # The ACK of the original last segment (it was only late) covers the flight

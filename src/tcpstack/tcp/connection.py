@@ -441,6 +441,11 @@ class Connection:
         if rb.ready:
             before = self._window_now()
             data = rb.read(max_bytes)
+            consumed = seq.add(self.irs, 1 + rb.nxt - rb.ready)
+            if seq.lt(self.rcv_up, consumed):
+                # RCV.UP follows the data read while no urgent data is pending, so it
+                # never falls 2^31 behind (sequence comparisons would turn around).
+                self.rcv_up = consumed
             self._rcv_space_adjust(len(data), now)
             self._maybe_window_update(before, now)
             self._rearm()
@@ -895,6 +900,9 @@ class Connection:
         if seq.lt(self.snd_una, ack):
             self._new_ack(seg, ack, now)
         elif ack == self.snd_una:
+            tlp = self.tlp
+            if tlp is not None and ack == tlp[0] and not sacked_new and not seg.payload:
+                self.tlp = None  # §7.4.2: a pure duplicate ACK: original and probe both arrived
             self._maybe_dupack(seg, now, sacked_new)
         sb = self.sb
         if sb.is_rack:
@@ -935,14 +943,19 @@ class Connection:
         data_acked = acked
         tlp_loss = False
         tlp = self.tlp
-        if tlp is not None and seq.ge(ack, tlp[0]):
-            # RFC 8985 §7.4: the probe's episode ends; a retransmitted probe no
-            # D-SACK called a duplicate repaired a loss (before cwnd grows on it).
+        if tlp is not None and seq.ge(ack, tlp[0]) and (not tlp[1] or seq.gt(ack, tlp[0])):
+            # RFC 8985 §7.4.2 (Linux's tcp_process_tlp_ack): the episode of a probe of
+            # new data ends when it is acknowledged; that of a retransmitted probe
+            # ends with a loss once an ACK goes beyond it with no D-SACK having
+            # called the probe a duplicate (at exactly TLP.end_seq the D-SACK may
+            # still come).  The reduction comes before cwnd grows on this ACK.
             tlp_loss = tlp[1]
             self.tlp = None
             if tlp_loss:
                 self.cc.on_cwnd_reduction(seq.diff(self.snd_nxt, self.snd_una), now)
                 self.stack.mib.TCPLossProbeRecovery += 1
+                if self.ecn_ok:
+                    self.ecn_queue_cwr = True  # RFC 3168 §6.1.2: CWR after any reduction
         if self.fin_queued and seq.gt(ack, self.fin_seq):
             data_acked -= 1  # the FIN's sequence number carries no data
         if data_acked > 0:
@@ -1006,8 +1019,18 @@ class Connection:
             if cwr and e is not None and e.cwr_high is not None and seq.gt(ack, e.cwr_high):
                 e.cwr_high = None  # RFC 3168 §6.1.2: the reduced window is acknowledged
                 cwr = False
-            if not tlp_loss and not cwr:  # Linux: no growth in the CWR state
-                self.cc.on_ack(data_acked, flight, now, rtt_us or self.rtt.srtt)
+            # Grow only a window that is in use (RFC 7661; Linux's tcp_is_cwnd_limited):
+            # data waiting to be sent, or the flight this ACK found filled the window
+            # (in slow start, half of it).  An application-limited sender's cwnd
+            # stays put.  None in the CWR state or on the ACK that ended a probe
+            # with a loss.
+            cc = self.cc
+            was = flight + acked
+            if not tlp_loss and not cwr and (
+                len(self.sendbuf) > flight
+                or (cc.cwnd < 2 * was if cc.cwnd < cc.ssthresh else was + self.snd_mss >= cc.cwnd)
+            ):
+                cc.on_ack(data_acked, flight, now, rtt_us or self.rtt.srtt)
         # RFC 6298 (5.2)/(5.3): all acked -> stop the timer; else restart it
         # (or schedule a loss probe, RFC 8985 §7.2, as Linux's tcp_set_xmit_timer).
         self.pto = 0
@@ -1047,7 +1070,7 @@ class Connection:
                 self.recover = self.snd_nxt
                 self.in_recovery = True
                 flight = seq.diff(self.snd_nxt, self.snd_una)
-                self.cc.on_enter_recovery(flight, now)
+                self._enter_recovery_cc(flight, now)
                 self.stack.mib.TCPRenoRecovery += 1
                 self.stack.mib.TCPFastRetrans += 1
                 self.stack._emit(now, self, ev.INFO, "fast retransmit (3 duplicate ACKs)")
@@ -1107,6 +1130,21 @@ class Connection:
         if (self.dupacks >= 3 or lost_head) and seq.ge(self.snd_una, self.recover):
             self._enter_sack_recovery(now, "SACK loss recovery (RFC 6675)")
 
+    def _enter_recovery_cc(self, flight: int, now: int) -> None:
+        """The congestion response to a loss at the start of fast recovery: once
+        per window together with ECN (RFC 3168 §6.1.2) -- a window an ECE already
+        reduced is not reduced again (Linux's tcp_enter_recovery skips
+        tcp_init_cwnd_reduction in CWR; recovery takes over from it) -- and
+        followed by CWR on the next new data (tcp_ecn_queue_cwr)."""
+        cc = self.cc
+        if self.cwr_high is not None:
+            self.cwr_high = None
+            cc.cwnd = cc.ssthresh + 3 * cc.mss  # RFC 6582 §3.2 step 2's inflation, no new ssthresh
+        else:
+            cc.on_enter_recovery(flight, now)
+        if self.ecn_ok:
+            self.ecn_queue_cwr = True
+
     def _enter_sack_recovery(self, now: int, why: str) -> None:
         self.recover = self.snd_nxt  # RecoveryPoint = HighData
         self.in_recovery = True
@@ -1118,7 +1156,7 @@ class Connection:
             self.rtx_at = now + self.rtt.rto
         self.high_rxt = self.sendbuf.head
         flight = seq.diff(self.snd_nxt, self.snd_una)
-        self.cc.on_enter_recovery(flight, now)
+        self._enter_recovery_cc(flight, now)
         self.cc.cwnd = self.cc.ssthresh  # RFC 6675 §5 (4.2): cwnd = ssthresh; the pipe does the rest
         self.stack.mib.TCPSackRecovery += 1
         self.stack.mib.TCPFastRetrans += 1
@@ -1552,6 +1590,11 @@ class Connection:
         not again in recovery."""
         if not self.ecn_ok or self.state is S.SYN_SENT:
             return
+        # Only a segment that passes §3.10.7.4's acceptability test counts (Linux
+        # reacts after tcp_validate_incoming): an out-of-window one is a signal of
+        # nothing and draws just its duplicate ACK in on_segment.
+        if self.state is not S.SYN_RECEIVED and not self._acceptable(seg.seq, seg.seg_len, self._window_offered()):
+            return
         flags = seg.flags
         field = flags >> IP_ECN_SHIFT & 3
         if field:
@@ -1983,6 +2026,8 @@ class Connection:
             self.in_recovery = False
             self.tlp = None
             self.cwr_high = None  # an RTO ends an ECN reduction (Linux: CWR -> Loss)
+            if self.ecn_ok:
+                self.ecn_queue_cwr = True  # RFC 3168 §6.1.2: CWR after any reduction
             self.sb.clear()  # RFC 2018 §8: after a timeout, SACK information is not trusted
             self.dupacks = 0
             self.recover = self.snd_nxt  # RFC 6582 §4: no fast retransmit for losses before this
