@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Generic, TypeVar, cast, overload
+from typing import TYPE_CHECKING, cast
 
 from ..wire.tcp import (
     ACK,
     CWR,
     ECE,
     FIN,
-    IP_CE,
-    IP_ECN_SHIFT,
     OPT_SACK,
     OPT_TS,
     PSH,
@@ -38,8 +36,8 @@ from ..wire.tcp import (
     Opt,
     Segment,
 )
+from . import ecn, seq
 from . import events as ev
-from . import seq
 from .congestion import create as create_cc
 from .icmp import ERROR as ICMP_ERROR
 from .icmp import IPV4_MIN_PMTU, IPV6_MIN_MTU
@@ -71,7 +69,6 @@ FIN_RECEIVED_STATES = frozenset({S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK})
 # States in which segments carrying data or FIN may be (re)sent.
 PUSH_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
 # §3.10.5 ABORT: these states send a RST (CLOSING, LAST-ACK, TIME-WAIT just go away).
-ECT0 = 0b10  # RFC 3168 §5: ECT(0) in the ECN field (the TOS octet's low two bits)
 SYN_RETRY_AFTER_RST_US = 2_000  # Linux TCP_TIMEOUT_MIN: 2 jiffies (HZ=1000)
 NEED_RESET = frozenset({S.SYN_RECEIVED, S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT})
 # What rtx_at is when it is not the RTO (Connection.pto; Linux's icsk_pending).
@@ -103,36 +100,6 @@ def syn_options(mss: int, ts_val: int | None, ts_ecr: int, sack: bool, wscale: i
     if wscale is not None:
         opts += [NOP, Opt(3, wscale)]
     return tuple(opts)
-
-
-_T = TypeVar("_T")
-
-
-class _EcnField(Generic[_T]):
-    """A Connection attribute kept in its EcnState, which is made on the first
-    write: reads give ``default`` until then (one slot per connection instead
-    of five for connections that never see ECN)."""
-
-    def __init__(self, name: str, default: _T) -> None:
-        self.name, self.default = name, default
-
-    @overload
-    def __get__(self, conn: None, owner: type | None = None) -> _EcnField[_T]: ...
-    @overload
-    def __get__(self, conn: Connection, owner: type | None = None) -> _T: ...
-    def __get__(self, conn: Connection | None, owner: type | None = None) -> _T | _EcnField[_T]:
-        if conn is None:
-            return self
-        e = conn.ecn
-        return self.default if e is None else cast(_T, getattr(e, self.name))
-
-    def __set__(self, conn: Connection, value: _T) -> None:
-        e = conn.ecn
-        if e is None:
-            if value == self.default:
-                return  # nothing to record
-            e = conn.ecn = EcnState()
-        setattr(e, self.name, value)
 
 
 class Connection:
@@ -277,7 +244,7 @@ class Connection:
         # connection times out before SND.UNA moves (see on_icmp_error).
         self.soft_error: tuple[int, OSError] | None = None
         self.ecn_ok = False
-        self.ecn: EcnState | None = None  # made when an ECN field is first set (see EcnState)
+        self.ecn: ecn.EcnState | None = None  # made when an ECN field is first set (see EcnState)
 
     def __repr__(self) -> str:
         return (
@@ -1554,79 +1521,20 @@ class Connection:
             elif seq.ge(self.snd_una, self.snd_up):
                 self.urgent = False
         if self.ecn_ok:
-            flags = self._ecn_out(sseq, flags, payload)
+            flags = ecn.outgoing(self, sseq, flags, payload)
         return Segment(self.local_port, self.remote_port, sseq, self.rcv_nxt, flags | ACK, wnd, urg, opts, payload)
 
     # The ECN state's fields (EcnState), read as their defaults while there is none.
-    ecn_seen = _EcnField[bool]("seen", False)
-    ecn_demand_cwr = _EcnField[bool]("demand_cwr", False)
-    ecn_queue_cwr = _EcnField[bool]("queue_cwr", False)
-    cwr_high = _EcnField["int | None"]("cwr_high", None)
-    delivered_ce = _EcnField[int]("delivered_ce", 0)
-
-    def _ecn_out(self, sseq: int, flags: int, payload: bytes | memoryview) -> int:
-        """RFC 3168 §6.1 on an outgoing segment, as Linux's tcp_ecn_send: ECT(0)
-        on new data only -- not on pure ACKs (§6.1.4), retransmissions (§6.1.5)
-        or window probes without new data; CWR on the first new data after a
-        reduction (§6.1.2); ECE while a CE mark is to be echoed (§6.1.3).  The
-        ECN bits ride in ``tos``, the TOS octet the stack writes per packet."""
-        if payload and seq.ge(sseq, self.snd_nxt):
-            self.tos = self.tos & 0xFC | ECT0
-            if self.ecn_queue_cwr:
-                self.ecn_queue_cwr = False
-                flags |= CWR
-        else:
-            self.tos &= 0xFC
-        if self.ecn_demand_cwr:
-            flags |= ECE
-        return flags
+    ecn_seen = ecn.Field[bool]("seen", False)
+    ecn_demand_cwr = ecn.Field[bool]("demand_cwr", False)
+    ecn_queue_cwr = ecn.Field[bool]("queue_cwr", False)
+    cwr_high = ecn.Field["int | None"]("cwr_high", None)
+    delivered_ce = ecn.Field[int]("delivered_ce", 0)
 
     def on_ecn(self, seg: Segment, now: int) -> None:
-        """A segment with ECE, CWR or a non-zero IP ECN field (the stack calls
-        this before ``on_segment``; see wire.tcp.IP_CE).  RFC 3168 §6.1.3: CE on
-        data starts the echo (ECE on every segment) until data with CWR; §6.1.2:
-        an ECE ACK reduces cwnd once per window of data (Linux's CWR state:
-        ``cwr_high`` is SND.NXT at the reduction; no growth until it is acked),
-        not again in recovery."""
-        if not self.ecn_ok or self.state is S.SYN_SENT:
-            return
-        # Only a segment that passes §3.10.7.4's acceptability test counts (Linux
-        # reacts after tcp_validate_incoming): an out-of-window one is a signal of
-        # nothing and draws just its duplicate ACK in on_segment.
-        if self.state is not S.SYN_RECEIVED and not self._acceptable(seg.seq, seg.seg_len, self._window_offered()):
-            return
-        flags = seg.flags
-        field = flags >> IP_ECN_SHIFT & 3
-        if field:
-            self.ecn_seen = True
-            mib = self.stack.mib
-            if field == 3:
-                mib.InCEPkts += 1
-            elif field == 2:
-                mib.InECT0Pkts += 1
-            else:
-                mib.InECT1Pkts += 1
-        if seg.payload:
-            if flags & CWR:  # Linux's tcp_ecn_accept_cwr: stop echoing, ACK at once
-                self.ecn_demand_cwr = False
-                self._ack_now()
-            if flags & IP_CE == IP_CE:
-                if not self.ecn_demand_cwr:
-                    self.quickack = max(self.quickack, 2)  # Linux: the sender's cwnd may be tiny
-                self.ecn_demand_cwr = True
-        if flags & ECE and flags & ACK and not flags & SYN:
-            ack, una, nxt = seg.ack, self.snd_una, self.snd_nxt
-            if not (seq.le(una, ack) and seq.le(ack, nxt)):
-                return  # an unacceptable ACK is not a congestion signal
-            if ack != una:  # Linux's TCPDeliveredCE: segments newly delivered by ECE ACKs
-                n = -(-seq.diff(ack, una) // max(self.snd_mss, 1))
-                self.delivered_ce += n
-                self.stack.mib.TCPDeliveredCE += n
-            if self.cwr_high is None and not self.in_recovery and self.established:
-                self.cc.on_cwnd_reduction(seq.diff(nxt, una), now)
-                self.cwr_high = nxt
-                self.ecn_queue_cwr = True
-                self.stack._emit(now, self, ev.INFO, "ECE: cwnd reduced (RFC 3168 §6.1.2)")
+        """RFC 3168 signals on an arriving segment (the stack calls this before
+        ``on_segment`` when there are any): see ``ecn.on_segment``."""
+        ecn.on_segment(self, seg, now)
 
     def _send_ack(self, now: int) -> None:
         """<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>."""
@@ -2206,17 +2114,3 @@ class Connection:
 
 
 __all__ = ["Connection", "OPT_SACK"]
-
-
-class EcnState:
-    """A connection's RFC 3168 state beyond "ECN agreed": made on first use, so
-    a connection that never sees an ECN mark carries one empty slot."""
-
-    __slots__ = ("seen", "demand_cwr", "queue_cwr", "cwr_high", "delivered_ce")
-
-    def __init__(self) -> None:
-        self.seen = False  # an ECT or CE field arrived (tcpi "ecnseen")
-        self.demand_cwr = False  # echo ECE until data with CWR (§6.1.3)
-        self.queue_cwr = False  # set CWR on the next new data (§6.1.2)
-        self.cwr_high: int | None = None  # Linux's high_seq in the CWR state
-        self.delivered_ce = 0  # segments newly delivered by ECE ACKs (tcpi_delivered_ce)
