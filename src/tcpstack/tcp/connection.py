@@ -18,7 +18,6 @@ cites it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
@@ -36,12 +35,9 @@ from ..wire.tcp import (
     Opt,
     Segment,
 )
-from . import ecn, seq
+from . import ecn, icmp, seq
 from . import events as ev
 from .congestion import create as create_cc
-from .icmp import ERROR as ICMP_ERROR
-from .icmp import IPV4_MIN_PMTU, IPV6_MIN_MTU
-from .icmp import PMTU as ICMP_PMTU
 from .rack import PERSIST_RECOVERIES, Rack
 from .recvbuf import RecvBuffer
 from .rto import RtoEstimator
@@ -2044,73 +2040,8 @@ class Connection:
     # tcp_v4_err()/tcp_v6_err(); the stack demultiplexed the quoted 4-tuple.
     # ==========================================================================
     def on_icmp_error(self, msg: IcmpMessage, effect: int, err: int, now: int) -> None:
-        """An ICMP error quoting one of our segments; ``effect``/``err`` come from
-        ``icmp.classify``.  RFC 5927 §4.1 (Linux: OutOfWindowIcmps): the quoted
-        sequence number must lie in SND.UNA..SND.NXT, else the message is
-        dropped -- a blind attacker has to guess it.  Then:
-
-        * fragmentation needed / Packet Too Big (RFC 1191, RFC 8201): the
-          path MTU drops (never below Linux's floors: IPv4 min_pmtu 552, an
-          IPv6 MTU under 1280 is ignored) and what was sent at the old size
-          is resent at the new one (Linux: tcp_simple_retransmit, no cwnd
-          reduction beyond the MSS change);
-        * in SYN-SENT and SYN-RECEIVED a destination unreachable, time
-          exceeded or parameter problem aborts the attempt with its errno
-          (Linux; RFC 5461 §4 describes this common deviation from
-          MUST-56);
-        * in synchronized states it is a soft error (MUST-56: never an
-          abort), kept until SND.UNA advances and reported instead of
-          ETIMEDOUT if the connection times out (SHLD-25), and by SO_ERROR.
-        """
-        st = self.state
-        if st is S.CLOSED or st is S.TIME_WAIT:
-            return
-        stack = self.stack
-        q = msg.orig_seq
-        if not (seq.le(self.snd_una, q) and seq.le(q, self.snd_nxt)):
-            stack.mib.OutOfWindowIcmps += 1
-            stack._emit(now, self, ev.DROP, f"ICMP {msg.type}/{msg.code} quotes seq {q} outside SND.UNA..SND.NXT")
-            return
-        if effect == ICMP_PMTU:
-            if st is S.SYN_SENT or st is S.SYN_RECEIVED:
-                return  # our SYN fits any legal MTU; options are not agreed yet
-            mtu, v6 = msg.mtu, ":" in self.remote_addr
-            if v6 and mtu < IPV6_MIN_MTU:
-                stack._emit(now, self, ev.DROP, f"ICMPv6 Packet Too Big with MTU {mtu} < 1280 ignored")
-                return
-            if not v6 and mtu < IPV4_MIN_PMTU:
-                mtu = IPV4_MIN_PMTU
-                self.soft_error = (self.snd_una, OSError(err, os.strerror(err)))
-            if mtu >= self.pmtu:
-                return  # ICMP only ever lowers the path MTU (RFC 1191 §3, RFC 8201 §4)
-            self.pmtu = mtu
-            mss = max(mtu - (60 if v6 else 40), self.config.tcp_min_snd_mss)
-            stack._emit(now, self, ev.INFO, f"path MTU {mtu} (ICMP from {msg.src}): MSS {self.snd_mss} -> {min(mss, self.snd_mss)}")
-            old = self.snd_mss
-            if mss >= old:
-                return
-            self.snd_mss = mss
-            cc = self.cc
-            cc.mss = mss
-            cc.cwnd = max(cc.cwnd * mss // old, mss)  # same number of segments, as Linux counts cwnd
-            if seq.lt(self.snd_una, self.snd_nxt):
-                # Resend the flight at the new size (Linux: tcp_simple_retransmit).
-                self.in_recovery = False
-                self.dupacks = 0
-                self.recover = self.snd_nxt
-                self.rtx_nxt = self.snd_una
-                self._push(now)
-                self._rearm()
-            return
-        if effect != ICMP_ERROR:
-            stack._emit(now, self, ev.DROP, f"ICMP {msg.type}/{msg.code} ignored")
-            return
-        exc = OSError(err, f"{os.strerror(err)} (ICMP type {msg.type} code {msg.code} from {msg.src})")
-        if st is S.SYN_SENT or st is S.SYN_RECEIVED:
-            self._fail(exc, now)
-            return
-        self.soft_error = (self.snd_una, exc)
-        stack._emit(now, self, ev.INFO, f"ICMP soft error: {exc.strerror}")
+        """An ICMP error quoting one of our segments: see ``icmp.apply_to``."""
+        icmp.apply_to(self, msg, effect, err, now)
 
 
 __all__ = ["Connection", "OPT_SACK"]

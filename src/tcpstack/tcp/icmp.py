@@ -10,7 +10,7 @@ net/ipv6/tcp_ipv6.c) with the errno tables of ``icmp_err_convert``
 * ``ERROR`` with an errno: destination unreachable, time exceeded, parameter
   problem.  The connection aborts with it in SYN-SENT (and a simultaneous
   open's SYN-RECEIVED); synchronized connections only record it as the
-  "soft error" reported if they later time out (``Connection.on_icmp_error``).
+  "soft error" reported if they later time out (``apply_to``).
 * ``IGNORE``: source quench (RFC 9293 MUST-55, RFC 6633: silently discarded),
   redirects (routing, not TCP), destination-unreachable codes above 15 and
   unknown ICMPv6 error types.
@@ -19,6 +19,8 @@ net/ipv6/tcp_ipv6.c) with the errno tables of ``icmp_err_convert``
 from __future__ import annotations
 
 import errno
+import os
+from typing import TYPE_CHECKING
 
 from ..wire.icmp import (
     ICMP4_DEST_UNREACH,
@@ -30,8 +32,14 @@ from ..wire.icmp import (
     ICMP6_TIME_EXCEEDED,
     IcmpMessage,
 )
+from . import events as ev
+from . import seq
+from .state import State as S
 
-__all__ = ["ERROR", "IGNORE", "IPV4_MIN_PMTU", "IPV6_MIN_MTU", "PMTU", "classify", "request_abort"]
+if TYPE_CHECKING:
+    from .connection import Connection
+
+__all__ = ["ERROR", "IGNORE", "IPV4_MIN_PMTU", "IPV6_MIN_MTU", "PMTU", "apply_to", "classify", "request_abort"]
 
 IGNORE, ERROR, PMTU = 0, 1, 2
 
@@ -110,3 +118,73 @@ def request_abort(msg: IcmpMessage) -> bool:
     if t == ICMP6_DEST_UNREACH:
         return c not in (0, 2, 3)
     return t == ICMP6_PARAMETER_PROBLEM
+
+
+def apply_to(conn: Connection, msg: IcmpMessage, effect: int, err: int, now: int) -> None:
+    """An ICMP error quoting one of our segments; ``effect``/``err`` come from
+    ``classify``.  RFC 5927 §4.1 (Linux: OutOfWindowIcmps): the quoted
+    sequence number must lie in SND.UNA..SND.NXT, else the message is
+    dropped -- a blind attacker has to guess it.  Then:
+
+    * fragmentation needed / Packet Too Big (RFC 1191, RFC 8201): the
+      path MTU drops (never below Linux's floors: IPv4 min_pmtu 552, an
+      IPv6 MTU under 1280 is ignored) and what was sent at the old size
+      is resent at the new one (Linux: tcp_simple_retransmit, no cwnd
+      reduction beyond the MSS change);
+    * in SYN-SENT and SYN-RECEIVED a destination unreachable, time
+      exceeded or parameter problem aborts the attempt with its errno
+      (Linux; RFC 5461 §4 describes this common deviation from
+      MUST-56);
+    * in synchronized states it is a soft error (MUST-56: never an
+      abort), kept until SND.UNA advances and reported instead of
+      ETIMEDOUT if the connection times out (SHLD-25), and by SO_ERROR.
+    """
+    st = conn.state
+    if st is S.CLOSED or st is S.TIME_WAIT:
+        return
+    stack = conn.stack
+    q = msg.orig_seq
+    if not (seq.le(conn.snd_una, q) and seq.le(q, conn.snd_nxt)):
+        stack.mib.OutOfWindowIcmps += 1
+        stack._emit(now, conn, ev.DROP, f"ICMP {msg.type}/{msg.code} quotes seq {q} outside SND.UNA..SND.NXT")
+        return
+    if effect == PMTU:
+        if st is S.SYN_SENT or st is S.SYN_RECEIVED:
+            return  # our SYN fits any legal MTU; options are not agreed yet
+        mtu, v6 = msg.mtu, ":" in conn.remote_addr
+        if v6 and mtu < IPV6_MIN_MTU:
+            stack._emit(now, conn, ev.DROP, f"ICMPv6 Packet Too Big with MTU {mtu} < 1280 ignored")
+            return
+        if not v6 and mtu < IPV4_MIN_PMTU:
+            mtu = IPV4_MIN_PMTU
+            conn.soft_error = (conn.snd_una, OSError(err, os.strerror(err)))
+        if mtu >= conn.pmtu:
+            return  # ICMP only ever lowers the path MTU (RFC 1191 §3, RFC 8201 §4)
+        conn.pmtu = mtu
+        mss = max(mtu - (60 if v6 else 40), conn.config.tcp_min_snd_mss)
+        stack._emit(now, conn, ev.INFO, f"path MTU {mtu} (ICMP from {msg.src}): MSS {conn.snd_mss} -> {min(mss, conn.snd_mss)}")
+        old = conn.snd_mss
+        if mss >= old:
+            return
+        conn.snd_mss = mss
+        cc = conn.cc
+        cc.mss = mss
+        cc.cwnd = max(cc.cwnd * mss // old, mss)  # same number of segments, as Linux counts cwnd
+        if seq.lt(conn.snd_una, conn.snd_nxt):
+            # Resend the flight at the new size (Linux: tcp_simple_retransmit).
+            conn.in_recovery = False
+            conn.dupacks = 0
+            conn.recover = conn.snd_nxt
+            conn.rtx_nxt = conn.snd_una
+            conn._push(now)
+            conn._rearm()
+        return
+    if effect != ERROR:
+        stack._emit(now, conn, ev.DROP, f"ICMP {msg.type}/{msg.code} ignored")
+        return
+    exc = OSError(err, f"{os.strerror(err)} (ICMP type {msg.type} code {msg.code} from {msg.src})")
+    if st is S.SYN_SENT or st is S.SYN_RECEIVED:
+        conn._fail(exc, now)
+        return
+    conn.soft_error = (conn.snd_una, exc)
+    stack._emit(now, conn, ev.INFO, f"ICMP soft error: {exc.strerror}")
