@@ -25,16 +25,21 @@ options = st.lists(
     ),
     max_size=4,
 ).map(tuple)
-segments = st.builds(
-    lambda seq_, ack, flags, win, urg, opts, payload: Segment(RPORT, LPORT, seq_, ack, flags, win, urg, opts, payload),
-    st.one_of(near(IRS), U32),
-    st.one_of(near(ISS), U32),
-    st.integers(0, 0x1FF),
-    st.integers(0, 65535),
-    st.integers(0, 65535),
-    options,
-    st.binary(max_size=3000),
-)
+def segments_with(opts: st.SearchStrategy[tuple[Opt, ...]]) -> st.SearchStrategy[Segment]:
+    """Segments from the peer, sequence numbers near the connection's or anywhere."""
+    return st.builds(
+        lambda seq_, ack, flags, win, urg, o, payload: Segment(RPORT, LPORT, seq_, ack, flags, win, urg, o, payload),
+        st.one_of(near(IRS), U32),
+        st.one_of(near(ISS), U32),
+        st.integers(0, 0x1FF),
+        st.integers(0, 65535),
+        st.integers(0, 65535),
+        opts,
+        st.binary(max_size=3000),
+    )
+
+
+segments = segments_with(options)
 
 
 def _fits(seg: Segment) -> bool:
@@ -96,16 +101,7 @@ full_options = st.lists(
     ),
     max_size=3,
 ).map(tuple)
-full_segments = st.builds(
-    lambda seq_, ack, flags, win, urg, opts, payload: Segment(RPORT, LPORT, seq_, ack, flags, win, urg, opts, payload),
-    st.one_of(near(IRS), U32),
-    st.one_of(near(ISS), U32),
-    st.integers(0, 0x1FF),
-    st.integers(0, 65535),
-    st.integers(0, 65535),
-    full_options,
-    st.binary(max_size=3000),
-).filter(_fits)
+full_segments = segments_with(full_options).filter(_fits)
 # ICMPv4: destination unreachable (every code, 4 = fragmentation needed with an
 # MTU), source quench, redirect, time exceeded, parameter problem, and nonsense.
 icmp_errors = st.tuples(
