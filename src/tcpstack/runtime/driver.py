@@ -375,9 +375,17 @@ class Driver:
             try:
                 return fn(now_us())
             finally:
-                self._flush()
-                self._unbusy()
-                self._maybe_poke()
+                # Nested so that a flush that raises (a Ctrl-C in the main thread, a
+                # device error) still wakes the loop for the timers fn armed and still
+                # ends this thread's busy spell: else the loop would go on leaving the
+                # device to a thread that has left.
+                try:
+                    try:
+                        self._flush()
+                    finally:
+                        self._maybe_poke()
+                finally:
+                    self._unbusy()
 
     def down_error(self) -> OSError:
         why = f"the driver loop failed: {self.error!r}" if self.error is not None else "the stack was stopped"
@@ -467,18 +475,27 @@ class Driver:
         due timers, flush.  A longer burst is the loop thread's: it drains the rest
         while this thread goes back to its caller (who may have work of its own: the
         two then overlap, as softirq and process context do).  If the engine fails
-        here the stack is down for every thread."""
+        here the stack is down for every thread.
+
+        A KeyboardInterrupt (or SystemExit) that a signal handler raises here, in
+        the main thread, is not the engine failing: it reaches the caller as
+        itself, as one landing in ``call()`` does, and the stack stays up (what is
+        left on the device is the loop thread's)."""
         try:
             if self._read_device(1):
                 self._poke()  # more is waiting (_more is set): the loop thread drains it
             self.stack.poll(now_us())
             self._flush()
             self._maybe_poke()  # a timer the segments armed may be due before the loop wakes
-        except BaseException as exc:
+        except Exception as exc:
             self.error = exc
             self.notify()
             self._poke()
             raise self.down_error() from exc
+        except BaseException:
+            self._more = True
+            self._poke()
+            raise
 
     def _pause(self) -> None:
         with self._reg_lock:
