@@ -363,3 +363,57 @@ def test_interrupt_during_direct_processing_stays_a_keyboard_interrupt(sigint_ra
     finally:
         d.stop()
         dev.close()
+
+
+def _syscall(tid: int) -> str:
+    """The syscall thread ``tid`` is blocked in (its number), or "running"."""
+    with open(f"/proc/self/task/{tid}/syscall") as f:
+        return f.read().split()[0]
+
+
+def test_interrupt_as_the_poller_retakes_the_lock_leaves_no_poller(sigint_raises: None) -> None:
+    """Ctrl-C that arrives while the poller, woken, waits to retake the driver's
+    lock: the KeyboardInterrupt is raised as soon as it has the lock. The thread
+    is then no longer the poller -- else the loop would go on leaving every
+    device wake-up to it (it skips them while a poller is set) and nobody would
+    read the device again -- and what it did not read is left to the loop.
+    Driven by hand: the main thread polls, a helper holds the lock across the
+    wake-up and sends SIGINT once the main thread is blocked on the lock."""
+    from tcpstack.runtime.driver import Driver
+    from tcpstack.tcp import Stack
+
+    dev = LoopbackDevice()
+    stack = Stack([ADDR4], seed=1)
+    d = Driver(stack, dev)  # not started
+    main, tid = threading.get_ident(), threading.get_native_id()
+    steps: list[str] = []
+
+    def helper() -> None:
+        for _ in range(10_000):  # until the main thread waits in the poller's epoll (bounded)
+            if d._poller == main and _syscall(tid) != "running":
+                break
+            threading.Event().wait(0.001)
+        in_epoll = _syscall(tid)
+        with d.lock:
+            d.notify()  # the poller wakes, then blocks retaking the lock
+            for _ in range(10_000):
+                s = _syscall(tid)
+                if s not in (in_epoll, "running"):
+                    break
+                threading.Event().wait(0.001)
+            steps.append(s)
+            signal.pthread_kill(main, signal.SIGINT)
+
+    h = threading.Thread(target=helper)
+    try:
+        h.start()
+        with pytest.raises(KeyboardInterrupt):
+            d.wait(lambda: False, T)
+        h.join(T)
+        assert steps and steps[0] != "running"  # the signal came while it waited for the lock
+        assert d._poller is None and d._busy == 0
+        assert d._more  # what the wake-up may have meant is the loop's
+    finally:
+        h.join(T)
+        d.stop()
+        dev.close()

@@ -447,25 +447,31 @@ class Driver:
         self._poller = threading.get_ident()
         state = self.lock._release_save()  # type: ignore[attr-defined]  # as Condition.wait does
         try:
-            self._poller_ep.poll(-1 if timeout is None else timeout)
+            try:
+                self._poller_ep.poll(-1 if timeout is None else timeout)
+            finally:
+                # A signal that came while this thread waited for the lock raises
+                # right after _acquire_restore returns: it must stop being the
+                # poller all the same, or the loop would leave the device to it.
+                try:
+                    self.lock._acquire_restore(state)  # type: ignore[attr-defined]
+                finally:
+                    self._poller = None
+            if self._poller_signalled:
+                self._poller_signalled = False
+                try:
+                    os.eventfd_read(self._poller_efd)
+                except OSError:
+                    pass
+            if not self.running:
+                if self.stopped:
+                    self._close_poller()
+                return
+            self.direct_polls += 1
         except BaseException:
-            self._more = True  # interrupted: a wake-up the loop left to us may be lost
+            self._more = True  # interrupted before reading: a wake-up the loop left to us may be lost
             self._poke()
             raise
-        finally:
-            self.lock._acquire_restore(state)  # type: ignore[attr-defined]
-            self._poller = None
-        if self._poller_signalled:
-            self._poller_signalled = False
-            try:
-                os.eventfd_read(self._poller_efd)
-            except OSError:
-                pass
-        if not self.running:
-            if self.stopped:
-                self._close_poller()
-            return
-        self.direct_polls += 1
         # Always read: the device's wake-up may have come to this epoll with the
         # eventfd's (EPOLLEXCLUSIVE then did not wake the loop thread).
         self._process_device()
@@ -536,6 +542,8 @@ class Driver:
 
     # ------------------------------------------------------------------ the loop
     def _poke(self) -> None:
+        if self.stopped:
+            return  # the pipe is closed (or about to be), and its numbers may be reused
         try:
             os.write(self._wake_w, b"\0")
         except OSError:
