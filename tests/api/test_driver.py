@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import signal
 import threading
 from typing import Any
 
 import pytest
 
 from tcpstack import socket
+from tcpstack.pcap import PcapWriter
 from tcpstack.runtime.driver import Impairment, LoopbackDevice
 from tcpstack.runtime.host import LoopbackHost
+from tcpstack.wire import parse_ip_tcp
 
 from .conftest import ADDR4, T
 
@@ -266,5 +270,150 @@ def test_device_read_on_leaving_wait_wakes_the_loop_for_new_timers() -> None:
         assert stack.mib.InSegs == 1 and stack.next_deadline() is not None
         assert os.read(d._wake_r, 16)  # poked
     finally:
+        d.stop()
+        dev.close()
+
+
+# ---------------------------------------------------------------- signals in a user thread
+class _SigintFile(io.BytesIO):
+    """A capture file where Ctrl-C lands: once armed, the next packet recorded
+    raises SIGINT, whose default handler raises KeyboardInterrupt in the main
+    thread right there -- inside the driver, as a real Ctrl-C can."""
+
+    armed = False
+
+    def write(self, b: Any) -> int:
+        if self.armed and len(b) > 16:  # a packet, not its record header
+            self.armed = False
+            signal.raise_signal(signal.SIGINT)
+        return super().write(b)
+
+
+@pytest.fixture
+def sigint_raises() -> Any:
+    prev = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, prev)
+
+
+def _syn_to_closed_port() -> bytes:
+    from tcpstack.wire import SYN, Segment, build_ip_tcp
+
+    return build_ip_tcp("198.18.0.9", ADDR4, Segment(40000, 9, 1000, 0, SYN, 512))
+
+
+def test_interrupt_while_call_flushes_leaves_the_stack(sigint_raises: None) -> None:
+    """Ctrl-C while call() writes its output (main thread): the thread has left the
+    stack, so (1) a device wake-up the loop then leaves to threads inside the stack
+    (_backlog) is still taken by the next call() on its way out -- not left to a
+    thread that is gone, which would stop the loop reading the device for good --
+    and (2) the loop learns of the timer fn armed (the SYN's retransmission: the
+    interrupted SYN never reached the device). Driven by hand: no loop thread."""
+    from tcpstack.runtime.driver import Driver
+    from tcpstack.tcp import Stack
+
+    dev = LoopbackDevice()
+    stack = Stack([ADDR4], seed=1)
+    f = _SigintFile()
+    d = Driver(stack, dev, pcap=PcapWriter(f))  # not started
+    try:
+        d._sleeping, d._sleep_until = True, None  # as the loop, asleep without a deadline
+        f.armed = True
+        with pytest.raises(KeyboardInterrupt):
+            d.call(lambda now: stack.connect("198.18.0.9", 9, now))
+        assert dev.tx_packets == 0 and stack.next_deadline() is not None
+        assert os.read(d._wake_r, 16)  # (2) poked: the loop re-arms for the SYN's RTO
+        dev.write(_syn_to_closed_port())
+        d._backlog = True  # as the loop does when woken while threads are inside
+        d.call(lambda now: None)
+        assert stack.mib.InSegs == 1 and not d._backlog  # (1) taken on the way out
+    finally:
+        d.stop()
+        dev.close()
+
+
+def test_interrupt_during_direct_processing_stays_a_keyboard_interrupt(sigint_raises: None) -> None:
+    """Ctrl-C while the main thread, waiting in recv()/accept(), runs the engine on
+    what it read (direct processing): the caller gets the KeyboardInterrupt itself,
+    not OSError(ENETDOWN) (which `except OSError` code would swallow), and a
+    Ctrl-C is not the engine failing: the stack stays up for every thread, as
+    when the interrupt lands in call(). Driven by hand: no loop thread."""
+    from tcpstack.runtime.driver import Driver
+    from tcpstack.tcp import Stack
+
+    dev = LoopbackDevice()
+    stack = Stack([ADDR4], seed=1)
+    f = _SigintFile()
+    d = Driver(stack, dev, pcap=PcapWriter(f))  # not started
+    try:
+        dev.write(_syn_to_closed_port())
+        f.armed = True  # the SYN is recorded as it is handed to the engine
+        with pytest.raises(KeyboardInterrupt):
+            d.wait(lambda: False, T)  # the main thread is the poller: the SYN wakes it at once
+        assert d.running and d.error is None
+        assert d._busy == 0 and d._poller is None
+        dev.write(_syn_to_closed_port())  # the interrupted one was read, never processed
+        d._backlog = True
+        d.call(lambda now: None)
+        assert stack.mib.InSegs == 1
+        _, _, rst = parse_ip_tcp(dev.read_batch()[0])
+        assert rst.ack == 1001 and rst.dst_port == 40000
+    finally:
+        d.stop()
+        dev.close()
+
+
+def _syscall(tid: int) -> str:
+    """The syscall thread ``tid`` is blocked in (its number), or "running"."""
+    with open(f"/proc/self/task/{tid}/syscall") as f:
+        return f.read().split()[0]
+
+
+def test_interrupt_as_the_poller_retakes_the_lock_leaves_no_poller(sigint_raises: None) -> None:
+    """Ctrl-C that arrives while the poller, woken, waits to retake the driver's
+    lock: the KeyboardInterrupt is raised as soon as it has the lock. The thread
+    is then no longer the poller -- else the loop would go on leaving every
+    device wake-up to it (it skips them while a poller is set) and nobody would
+    read the device again -- and what it did not read is left to the loop.
+    Driven by hand: the main thread polls, a helper holds the lock across the
+    wake-up and sends SIGINT once the main thread is blocked on the lock."""
+    from tcpstack.runtime.driver import Driver
+    from tcpstack.tcp import Stack
+
+    dev = LoopbackDevice()
+    stack = Stack([ADDR4], seed=1)
+    d = Driver(stack, dev)  # not started
+    main, tid = threading.get_ident(), threading.get_native_id()
+    steps: list[str] = []
+
+    def helper() -> None:
+        for _ in range(10_000):  # until the main thread waits in the poller's epoll (bounded)
+            if d._poller == main and _syscall(tid) != "running":
+                break
+            threading.Event().wait(0.001)
+        in_epoll = _syscall(tid)
+        with d.lock:
+            d.notify()  # the poller wakes, then blocks retaking the lock
+            for _ in range(10_000):
+                s = _syscall(tid)
+                if s not in (in_epoll, "running"):
+                    break
+                threading.Event().wait(0.001)
+            steps.append(s)
+            signal.pthread_kill(main, signal.SIGINT)
+
+    h = threading.Thread(target=helper)
+    try:
+        h.start()
+        with pytest.raises(KeyboardInterrupt):
+            d.wait(lambda: False, T)
+        h.join(T)
+        assert steps and steps[0] != "running"  # the signal came while it waited for the lock
+        assert d._poller is None and d._busy == 0
+        assert d._more  # what the wake-up may have meant is the loop's
+    finally:
+        h.join(T)
         d.stop()
         dev.close()

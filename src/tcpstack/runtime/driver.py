@@ -375,9 +375,17 @@ class Driver:
             try:
                 return fn(now_us())
             finally:
-                self._flush()
-                self._unbusy()
-                self._maybe_poke()
+                # Nested so that a flush that raises (a Ctrl-C in the main thread, a
+                # device error) still wakes the loop for the timers fn armed and still
+                # ends this thread's busy spell: else the loop would go on leaving the
+                # device to a thread that has left.
+                try:
+                    try:
+                        self._flush()
+                    finally:
+                        self._maybe_poke()
+                finally:
+                    self._unbusy()
 
     def down_error(self) -> OSError:
         why = f"the driver loop failed: {self.error!r}" if self.error is not None else "the stack was stopped"
@@ -439,25 +447,31 @@ class Driver:
         self._poller = threading.get_ident()
         state = self.lock._release_save()  # type: ignore[attr-defined]  # as Condition.wait does
         try:
-            self._poller_ep.poll(-1 if timeout is None else timeout)
+            try:
+                self._poller_ep.poll(-1 if timeout is None else timeout)
+            finally:
+                # A signal that came while this thread waited for the lock raises
+                # right after _acquire_restore returns: it must stop being the
+                # poller all the same, or the loop would leave the device to it.
+                try:
+                    self.lock._acquire_restore(state)  # type: ignore[attr-defined]
+                finally:
+                    self._poller = None
+            if self._poller_signalled:
+                self._poller_signalled = False
+                try:
+                    os.eventfd_read(self._poller_efd)
+                except OSError:
+                    pass
+            if not self.running:
+                if self.stopped:
+                    self._close_poller()
+                return
+            self.direct_polls += 1
         except BaseException:
-            self._more = True  # interrupted: a wake-up the loop left to us may be lost
+            self._more = True  # interrupted before reading: a wake-up the loop left to us may be lost
             self._poke()
             raise
-        finally:
-            self.lock._acquire_restore(state)  # type: ignore[attr-defined]
-            self._poller = None
-        if self._poller_signalled:
-            self._poller_signalled = False
-            try:
-                os.eventfd_read(self._poller_efd)
-            except OSError:
-                pass
-        if not self.running:
-            if self.stopped:
-                self._close_poller()
-            return
-        self.direct_polls += 1
         # Always read: the device's wake-up may have come to this epoll with the
         # eventfd's (EPOLLEXCLUSIVE then did not wake the loop thread).
         self._process_device()
@@ -467,18 +481,27 @@ class Driver:
         due timers, flush.  A longer burst is the loop thread's: it drains the rest
         while this thread goes back to its caller (who may have work of its own: the
         two then overlap, as softirq and process context do).  If the engine fails
-        here the stack is down for every thread."""
+        here the stack is down for every thread.
+
+        A KeyboardInterrupt (or SystemExit) that a signal handler raises here, in
+        the main thread, is not the engine failing: it reaches the caller as
+        itself, as one landing in ``call()`` does, and the stack stays up (what is
+        left on the device is the loop thread's)."""
         try:
             if self._read_device(1):
                 self._poke()  # more is waiting (_more is set): the loop thread drains it
             self.stack.poll(now_us())
             self._flush()
             self._maybe_poke()  # a timer the segments armed may be due before the loop wakes
-        except BaseException as exc:
+        except Exception as exc:
             self.error = exc
             self.notify()
             self._poke()
             raise self.down_error() from exc
+        except BaseException:
+            self._more = True
+            self._poke()
+            raise
 
     def _pause(self) -> None:
         with self._reg_lock:
@@ -519,6 +542,8 @@ class Driver:
 
     # ------------------------------------------------------------------ the loop
     def _poke(self) -> None:
+        if self.stopped:
+            return  # the pipe is closed (or about to be), and its numbers may be reused
         try:
             os.write(self._wake_w, b"\0")
         except OSError:
