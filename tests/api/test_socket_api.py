@@ -573,10 +573,14 @@ def test_unclosed_socket_is_closed_when_collected(host: LoopbackHost) -> None:
 
 
 def check_ipv4_only(c: socket.socket, ipv4_opt: int, ipv6_opt: int, not_an_int: object) -> None:
-    """On IPv4 socket ``c``: the IPv6 twin of an option is ENOPROTOOPT, a non-integer a TypeError."""
+    """On IPv4 socket ``c``: the IPv6 twin of an option is ENOPROTOOPT to set and
+    EOPNOTSUPP to read (as Linux answers both), a non-integer a TypeError."""
     with pytest.raises(OSError) as info:
         c.setsockopt(socket.IPPROTO_IPV6, ipv6_opt, 5)
     assert info.value.errno == errno.ENOPROTOOPT
+    with pytest.raises(OSError) as info:
+        c.getsockopt(socket.IPPROTO_IPV6, ipv6_opt)
+    assert info.value.errno == errno.EOPNOTSUPP
     with pytest.raises(TypeError):
         c.setsockopt(socket.IPPROTO_IP, ipv4_opt, not_an_int)
 

@@ -773,6 +773,10 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
         self._check_open()
+        if level == IPPROTO_IPV6 and self.family != AF_INET6:
+            # As Linux (an IPv4 TCP socket has no IPv6 options to read).
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported (IPPROTO_IPV6 options need an "
+                          "AF_INET6 socket; use IPPROTO_IP's IP_TOS / IP_TTL)")
         conn = self._conn
         key = (level, optname)
         if key == (IPPROTO_TCP, TCP_INFO):
