@@ -679,3 +679,16 @@ def test_urgent_data_sockatmark_select_and_selector(host: LoopbackHost) -> None:
     assert a.recv(10, socket.MSG_WAITALL) == b"12" and a.sockatmark()
     for s in (c, a, srv):
         s.close()
+
+
+def test_select_refuses_a_closed_socket_and_a_negative_timeout(host: LoopbackHost) -> None:
+    # As select.select: a closed socket (fileno() -1) and a negative timeout are
+    # ValueError -- not a closed socket reported readable, nor a poll.
+    s = socket.socket()
+    s.close()
+    with pytest.raises(ValueError, match="closed"):
+        socket.select([s], [], [], 0)
+    s2 = socket.socket()
+    with pytest.raises(ValueError, match="non-negative"):
+        socket.select([s2], [], [], -1)
+    s2.close()
