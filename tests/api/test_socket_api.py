@@ -573,10 +573,14 @@ def test_unclosed_socket_is_closed_when_collected(host: LoopbackHost) -> None:
 
 
 def check_ipv4_only(c: socket.socket, ipv4_opt: int, ipv6_opt: int, not_an_int: object) -> None:
-    """On IPv4 socket ``c``: the IPv6 twin of an option is ENOPROTOOPT, a non-integer a TypeError."""
+    """On IPv4 socket ``c``: the IPv6 twin of an option is ENOPROTOOPT to set and
+    EOPNOTSUPP to read (as Linux answers both), a non-integer a TypeError."""
     with pytest.raises(OSError) as info:
         c.setsockopt(socket.IPPROTO_IPV6, ipv6_opt, 5)
     assert info.value.errno == errno.ENOPROTOOPT
+    with pytest.raises(OSError) as info:
+        c.getsockopt(socket.IPPROTO_IPV6, ipv6_opt)
+    assert info.value.errno == errno.EOPNOTSUPP
     with pytest.raises(TypeError):
         c.setsockopt(socket.IPPROTO_IP, ipv4_opt, not_an_int)
 
@@ -675,3 +679,16 @@ def test_urgent_data_sockatmark_select_and_selector(host: LoopbackHost) -> None:
     assert a.recv(10, socket.MSG_WAITALL) == b"12" and a.sockatmark()
     for s in (c, a, srv):
         s.close()
+
+
+def test_select_refuses_a_closed_socket_and_a_negative_timeout(host: LoopbackHost) -> None:
+    # As select.select: a closed socket (fileno() -1) and a negative timeout are
+    # ValueError -- not a closed socket reported readable, nor a poll.
+    s = socket.socket()
+    s.close()
+    with pytest.raises(ValueError, match="closed"):
+        socket.select([s], [], [], 0)
+    s2 = socket.socket()
+    with pytest.raises(ValueError, match="non-negative"):
+        socket.select([s2], [], [], -1)
+    s2.close()

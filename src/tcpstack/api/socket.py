@@ -773,6 +773,10 @@ class socket:  # noqa: N801 - the stdlib's name, on purpose
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
         self._check_open()
+        if level == IPPROTO_IPV6 and self.family != AF_INET6:
+            # As Linux (an IPv4 TCP socket has no IPv6 options to read).
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported (IPPROTO_IPV6 options need an "
+                          "AF_INET6 socket; use IPPROTO_IP's IP_TOS / IP_TTL)")
         conn = self._conn
         key = (level, optname)
         if key == (IPPROTO_TCP, TCP_INFO):
@@ -1197,9 +1201,14 @@ def select(rlist: Any, wlist: Any, xlist: Any, timeout: float | None = None) -> 
     """``select.select`` for tcpstack sockets: readable, writable, and those with
     pending urgent data (the exceptional condition, as Linux reports urgent
     data to select()).  ``timeout`` None blocks; 0 polls."""
+    if timeout is not None and timeout < 0:
+        raise ValueError("timeout must be non-negative")
     sel = Selector()
     try:
         for s in {id(s): s for s in (*rlist, *wlist, *xlist)}.values():
+            if isinstance(s, socket) and s._closed:
+                # select.select: "file descriptor cannot be a negative integer (-1)"
+                raise ValueError(f"{s!r} is closed: select() needs open sockets")
             ev = ((s in rlist and _selectors.EVENT_READ) | (s in wlist and _selectors.EVENT_WRITE)
                   | (s in xlist and EVENT_URGENT))
             sel.register(s, ev)
