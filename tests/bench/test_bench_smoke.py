@@ -15,7 +15,6 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import subprocess
 from typing import Any
 
@@ -24,31 +23,14 @@ import pytest
 from tcpstack.cli import bench_cmd
 from tcpstack.cli.main import build_parser
 
-ALLOW_SKIP_ENV = "TCPSTACK_ALLOW_SKIP_INTEROP"
+from ..kernel_env import require_kernel
 
 pytestmark = pytest.mark.interop
 
 
-def _unavailable() -> str | None:
-    reasons = []
-    if os.geteuid() != 0:
-        reasons.append(f"not running as root (euid {os.geteuid()})")
-    if not os.path.exists("/dev/net/tun"):
-        reasons.append("/dev/net/tun is missing (modprobe tun, or --device /dev/net/tun)")
-    if shutil.which("ip") is None and not os.path.exists("/usr/sbin/ip"):
-        reasons.append("the `ip` command (iproute2) is not installed")
-    return "; ".join(reasons) or None
-
-
 @pytest.fixture(autouse=True)
 def _environment() -> None:
-    reason = _unavailable()
-    if reason is None:
-        return
-    if os.environ.get(ALLOW_SKIP_ENV) == "1":
-        pytest.skip(f"bench smoke tests skipped ({ALLOW_SKIP_ENV}=1): {reason}")
-    pytest.fail(f"bench smoke tests cannot run: {reason}. Set {ALLOW_SKIP_ENV}=1 to skip them instead.",
-                pytrace=False)
+    require_kernel("bench smoke tests")
 
 
 def _bench_namespaces() -> set[str]:

@@ -21,28 +21,13 @@ import pytest
 
 from tcpstack.runtime.control import AioControlServer
 
+from ..kernel_env import require_kernel
 from .lab import Lab, known_sockets
-
-ALLOW_SKIP_ENV = "TCPSTACK_ALLOW_SKIP_INTEROP"
 
 
 def require_root(what: str, *, tun: bool = False) -> None:
-    reasons = []
-    if os.geteuid() != 0:
-        reasons.append(f"not running as root (euid {os.geteuid()})")
-    if tun and not os.path.exists("/dev/net/tun"):
-        reasons.append("/dev/net/tun is missing")
-    if tun and shutil.which("ip") is None:
-        reasons.append("the `ip` command (iproute2) is not installed")
-    if not reasons:
-        return
-    why = "; ".join(reasons)
-    if os.environ.get(ALLOW_SKIP_ENV) == "1":
-        pytest.skip(f"{what} skipped ({ALLOW_SKIP_ENV}=1): {why}")
-    pytest.fail(
-        f"{what} cannot run: {why}. Set {ALLOW_SKIP_ENV}=1 to skip instead of failing.",
-        pytrace=False,
-    )
+    """Root (and, with ``tun``, /dev/net/tun and iproute2): see tests/kernel_env.py."""
+    require_kernel(what, tun=tun)
 
 
 @pytest.fixture

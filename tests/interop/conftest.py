@@ -15,7 +15,6 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,24 +25,9 @@ from tcpstack import socket as tsocket
 from tcpstack.runtime import KERNEL_ADDR6, STACK_ADDR6
 from tcpstack.runtime.host import Host
 
+from ..kernel_env import require_kernel
+
 HERE = Path(__file__).resolve().parent
-ALLOW_SKIP_ENV = "TCPSTACK_ALLOW_SKIP_INTEROP"
-
-
-def _unavailable() -> str | None:
-    reasons = []
-    if os.geteuid() != 0:
-        reasons.append(f"not running as root (euid {os.geteuid()})")
-    if not os.path.exists("/dev/net/tun"):
-        reasons.append("/dev/net/tun is missing (modprobe tun, or --device /dev/net/tun)")
-    if shutil.which("ip") is None and not os.path.exists("/usr/sbin/ip"):
-        reasons.append("the `ip` command (iproute2) is not installed")
-    return "; ".join(reasons) or None
-
-
-_REASON = _unavailable()
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(str(item.path)).resolve().parents:
@@ -52,15 +36,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _interop_environment() -> None:
-    if _REASON is None:
-        return
-    if os.environ.get(ALLOW_SKIP_ENV) == "1":
-        pytest.skip(f"interop tests skipped ({ALLOW_SKIP_ENV}=1): {_REASON}")
-    pytest.fail(
-        f"interop tests cannot run: {_REASON}. They need root and /dev/net/tun "
-        f"(CI runs as root). Set {ALLOW_SKIP_ENV}=1 to skip them instead of failing.",
-        pytrace=False,
-    )
+    require_kernel("interop tests")
 
 
 _counter = itertools.count()

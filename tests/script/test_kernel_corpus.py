@@ -15,7 +15,6 @@ runtime is about the sum of the scripts' script times (about a minute).
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,37 +22,21 @@ import pytest
 
 from tcpstack.script.corpus import run_one
 
+from ..kernel_env import require_kernel
+
 CORPUS = Path(__file__).resolve().parents[1] / "scripts"
 SCRIPTS = sorted(CORPUS.rglob("*.pkt"))
-ALLOW_SKIP_ENV = "TCPSTACK_ALLOW_SKIP_INTEROP"
 ATTEMPTS = 3
 
 pytestmark = pytest.mark.interop
 
 
-def _unavailable() -> str | None:
-    reasons = []
-    if os.geteuid() != 0:
-        reasons.append(f"not running as root (euid {os.geteuid()})")
-    if not os.path.exists("/dev/net/tun"):
-        reasons.append("/dev/net/tun is missing")
-    if shutil.which("ip") is None and not os.path.exists("/usr/sbin/ip"):
-        reasons.append("the `ip` command (iproute2) is not installed")
-    return "; ".join(reasons) or None
-
-
 @pytest.fixture(autouse=True)
 def _kernel_environment() -> Iterator[None]:
-    reason = _unavailable()
-    if reason is None:
-        yield
-        leftover = sorted(p.name for p in Path("/run/netns").glob(f"tcpstack-s{os.getpid()}-*"))
-        assert not leftover, f"namespaces left behind: {leftover}"
-        return
-    if os.environ.get(ALLOW_SKIP_ENV) == "1":
-        pytest.skip(f"kernel corpus skipped ({ALLOW_SKIP_ENV}=1): {reason}")
-    pytest.fail(f"the kernel corpus cannot run: {reason}. It needs root and /dev/net/tun "
-                f"(CI runs as root). Set {ALLOW_SKIP_ENV}=1 to skip it instead.", pytrace=False)
+    require_kernel("the kernel corpus")
+    yield
+    leftover = sorted(p.name for p in Path("/run/netns").glob(f"tcpstack-s{os.getpid()}-*"))
+    assert not leftover, f"namespaces left behind: {leftover}"
 
 
 def _id(p: Path) -> str:

@@ -15,7 +15,6 @@ without it, unless TCPSTACK_ALLOW_SKIP_INTEROP=1.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import warnings
@@ -26,19 +25,14 @@ import pytest
 from tcpstack.cli.main import main
 from tcpstack.view.infer import CLIENT, SERVER, TcpConnection, load
 
+from ..kernel_env import require_kernel
 from . import kernel
 from .kernel import CLIENT_ADDR, SERVER_ADDR, Conversation, converse, tcpdump, tshark
-
-_REASON = kernel.unavailable()
 
 
 @pytest.fixture(autouse=True)
 def _need_kernel() -> None:
-    if _REASON is None:
-        return
-    if os.environ.get("TCPSTACK_ALLOW_SKIP_INTEROP") == "1":
-        pytest.skip(f"kernel captures skipped: {_REASON}")
-    pytest.fail(f"kernel captures cannot be taken: {_REASON}", pytrace=False)
+    require_kernel("kernel captures", tun=False, tools=("ip", "tcpdump", "tshark", "ss"))
 
 
 ACTIVE_CLOSER = ["CLOSED", "SYN-SENT", "ESTABLISHED", "FIN-WAIT-1", "FIN-WAIT-2", "TIME-WAIT"]
