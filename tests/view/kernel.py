@@ -20,7 +20,6 @@ import itertools
 import os
 import re
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -94,16 +93,6 @@ KERNEL_STATE_NAMES = {
     "TCP_LAST_ACK": "LAST-ACK",
     "TCP_TIME_WAIT": "TIME-WAIT",
 }
-
-
-def unavailable() -> str | None:
-    """Why kernel captures cannot be taken here, or None."""
-    if os.geteuid() != 0:
-        return f"not root (euid {os.geteuid()}): network namespaces need CAP_SYS_ADMIN"
-    for tool in ("ip", "tcpdump", "tshark", "ss"):
-        if shutil.which(tool) is None:
-            return f"`{tool}` is not installed (make deps-debian)"
-    return None
 
 
 def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
